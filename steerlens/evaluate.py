@@ -1,0 +1,281 @@
+"""Evaluation under steering: A/B score, preference margin, generation, utility (MMLU, KL).
+
+Every function takes a ``vector`` (or ``None`` for the unsteered model) and a list of
+multipliers, runs batched with optional progress bars, and returns a pandas DataFrame.
+
+>>> import steerlens as sl
+>>> model = sl.tiny_model(n_layers=2)
+>>> items = sl.load_pairs(sl.demo_data_path("ab"))[:4]
+>>> v = sl.caa_vector(model, items, layers=1)
+>>> df = ab_score(model, v, items, multipliers=(-1, 0, 1))
+>>> list(df.columns)
+['multiplier', 'score', 'accuracy', 'n']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, format_prompt
+from steerlens.errors import DataError
+from steerlens.logprobs import (
+    _pad_id,
+    encode_pairs,
+    encode_prompt,
+    encode_text,
+    end_of_turn_id,
+    length_buckets,
+    model_device,
+    pad_rows,
+    pair_logprobs,
+)
+from steerlens.vector import Positions, SteeringVector, _check_multiplier
+
+Multipliers = Sequence[float]
+
+
+def _factory(vector: SteeringVector | None, mult: float, positions: Positions = "all") -> Any:
+    if vector is None or mult == 0:
+        return None
+    return lambda: vector.fwd_hooks(mult, positions)
+
+
+def _check_vector(model: Any, vector: SteeringVector | None) -> None:
+    if vector is not None:
+        vector._validate_for(model)
+
+
+def ab_choice_tokens(tokenizer: Any, a: str = "(A)", b: str = "(B)") -> tuple[list[int], int, int]:
+    """Common token prefix of two A/B answers and the first token where they differ.
+
+    >>> import steerlens as sl
+    >>> tok = sl.tiny_model(n_layers=1).tokenizer
+    >>> prefix, ta, tb = ab_choice_tokens(tok)
+    >>> tok.decode(prefix), tok.decode([ta]), tok.decode([tb])
+    ('(', 'A', 'B')
+    """
+    ia, ib = encode_text(tokenizer, a), encode_text(tokenizer, b)
+    k = 0
+    while k < min(len(ia), len(ib)) and ia[k] == ib[k]:
+        k += 1
+    if k >= min(len(ia), len(ib)):
+        raise DataError(f"answers {a!r} and {b!r} tokenise identically")
+    return ia[:k], ia[k], ib[k]
+
+
+@torch.no_grad()
+def ab_probabilities(
+    model: Any,
+    vector: SteeringVector | None,
+    items: Sequence[PreferencePair],
+    multiplier: float = 1.0,
+    *,
+    positions: Positions = "all",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int = 8,
+) -> Float[Tensor, "n"]:
+    """p(matching letter) / (p(A) + p(B)) at the answer position, per item."""
+    tok = model.tokenizer
+    device = model_device(model)
+    _check_vector(model, vector)
+    rows, letters = [], []
+    for i, it in enumerate(items):
+        if not it.is_ab:
+            raise DataError(f"items[{i}] is not an A/B item (answers {it.matching!r}, "
+                            f"{it.not_matching!r})")
+        prefix, ta, tb = ab_choice_tokens(tok, "(A)", "(B)")
+        rows.append((encode_prompt(tok, it.question, system_prompt), prefix))
+        letters.append((ta, tb, it.matching_letter))
+    out = torch.zeros(len(items))
+    pad = _pad_id(model)
+    for idx in length_buckets([len(p) + len(a) for p, a in rows], batch_size):
+        ids, _ = pad_rows([rows[i] for i in idx], pad, device)
+        hooks = _factory(vector, multiplier, positions)
+        logits = model.run_with_hooks(ids, fwd_hooks=hooks()) if hooks else model(ids)
+        for j, i in enumerate(idx):
+            last = len(rows[i][0]) + len(rows[i][1]) - 1
+            ta, tb, letter = letters[i]
+            pair = torch.log_softmax(logits[j, last].float(), -1)[[ta, tb]]
+            p = torch.softmax(pair, -1)
+            out[i] = p[0] if letter == "A" else p[1]
+    return out
+
+
+def ab_score(
+    model: Any,
+    vector: SteeringVector | None,
+    items: Sequence[PreferencePair],
+    multipliers: Multipliers = (-2, -1, 0, 1, 2),
+    *,
+    positions: Positions = "all",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int = 8,
+    per_item: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """CAA's A/B metric: mean p(matching letter) / (p(A) + p(B)) at each multiplier.
+
+    ``accuracy`` is the fraction of items where the matching letter is the likelier one (for
+    MMLU items, whose "matching" answer is the correct one, this is MMLU accuracy). With
+    ``per_item=True`` one row per item and multiplier is returned instead.
+    """
+    records = []
+    for mult in tqdm(list(multipliers), desc="A/B score", disable=not progress, leave=False):
+        m = _check_multiplier(mult)
+        probs = ab_probabilities(model, vector, items, m, positions=positions,
+                                 system_prompt=system_prompt, batch_size=batch_size)
+        if per_item:
+            records += [{"multiplier": m, "item": i, "score": float(p)} for i, p in enumerate(probs)]
+        else:
+            records.append({"multiplier": m, "score": float(probs.mean()),
+                            "accuracy": float((probs > 0.5).float().mean()), "n": len(items)})
+    return pd.DataFrame.from_records(records)
+
+
+def preference_margin(
+    model: Any,
+    vector: SteeringVector | None,
+    pairs: Sequence[PreferencePair],
+    multipliers: Multipliers = (-1, 0, 1),
+    *,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int = 8,
+    per_item: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Mean of ``log p(matching|x) - log p(not_matching|x)`` (summed over answer tokens, EOS
+    included) and preference accuracy (fraction of pairs with a positive gap), per multiplier.
+    """
+    _check_vector(model, vector)
+    enc = encode_pairs(model.tokenizer, pairs, system_prompt)
+    records = []
+    for mult in tqdm(list(multipliers), desc="margin", disable=not progress, leave=False):
+        m = _check_multiplier(mult)
+        lp = pair_logprobs(model, enc, _factory(vector, m), batch_size)
+        gap = lp[:, 0] - lp[:, 1]
+        if per_item:
+            records += [
+                {"multiplier": m, "item": i, "logp_matching": float(a), "logp_not_matching": float(b),
+                 "margin": float(a - b)}
+                for i, (a, b) in enumerate(lp.tolist())
+            ]
+        else:
+            records.append({"multiplier": m, "margin": float(gap.mean()),
+                            "accuracy": float((gap > 0).float().mean()), "n": len(pairs)})
+    return pd.DataFrame.from_records(records)
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    vector: SteeringVector | None,
+    prompts: Sequence[str],
+    multipliers: Multipliers = (0,),
+    *,
+    max_new_tokens: int = 40,
+    positions: Positions = "all",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Greedy generation with the chat template, in batches, at each multiplier.
+
+    Returns a DataFrame with columns ``prompt``, ``multiplier``, ``text``. Decoding uses the
+    KV cache; prompts in a batch are left-padded with an attention mask.
+    """
+    _check_vector(model, vector)
+    tok = model.tokenizer
+    eot = end_of_turn_id(tok)
+    device = model_device(model)
+    pad = _pad_id(model)
+    records = []
+    jobs = [(m, i) for m in multipliers for i in range(len(prompts))]
+    encoded = [encode_prompt(tok, p, system_prompt) for p in prompts]
+    bar = tqdm(total=len(jobs), desc="generate", disable=not progress, leave=False)
+    for mult in multipliers:
+        m = _check_multiplier(mult)
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(prompts))))
+            width = max(len(encoded[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            attn = torch.zeros((len(chunk), width), dtype=torch.long)
+            for j, i in enumerate(chunk):
+                ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                attn[j, width - len(encoded[i]) :] = 1
+            kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=False,
+                                          verbose=False, return_type="tokens",
+                                          eos_token_id=eot, stop_at_eos=True)
+            if len(chunk) > 1:
+                kwargs["attention_mask"] = attn.to(device)
+            if vector is not None and m != 0:
+                with vector.apply(model, m, positions):
+                    out = model.generate(ids.to(device), **kwargs)
+            else:
+                out = model.generate(ids.to(device), **kwargs)
+            for j, i in enumerate(chunk):
+                new = out[j, width:].tolist()
+                if eot in new:
+                    new = new[: new.index(eot)]
+                text = tok.decode(new, skip_special_tokens=True).strip()
+                records.append({"prompt": prompts[i], "multiplier": m, "text": text})
+            bar.update(len(chunk))
+    bar.close()
+    return pd.DataFrame.from_records(records)
+
+
+NEUTRAL_TEXTS = (
+    "The museum opens at nine in the morning and closes at five in the afternoon.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "She planted tomatoes, basil and peppers in the small garden behind the house.",
+    "The train to the coast leaves every hour from the central station.",
+    "A triangle has three sides, and its angles add up to one hundred and eighty degrees.",
+    "He read the recipe twice before he started to bake the bread.",
+    "Rivers carry sediment from the mountains down to the sea.",
+    "The library lends books, films and music to anyone with a card.",
+)
+
+
+@torch.no_grad()
+def kl_divergence(
+    model: Any,
+    vector: SteeringVector,
+    texts: Sequence[str] = NEUTRAL_TEXTS,
+    multipliers: Multipliers = (-1, 1),
+    *,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """Mean KL(p_0 || p_steered) of next-token distributions over every position of neutral
+    texts (how much steering disturbs unrelated text)."""
+    _check_vector(model, vector)
+    tok = model.tokenizer
+    device = model_device(model)
+    seqs = [encode_text(tok, t) for t in texts]
+    pad = _pad_id(model)
+    records = []
+    for mult in multipliers:
+        m = _check_multiplier(mult)
+        total, count = 0.0, 0
+        for start in range(0, len(seqs), batch_size):
+            chunk = seqs[start : start + batch_size]
+            ids, mask = pad_rows([([], s) for s in chunk], pad, device)
+            base = torch.log_softmax(model(ids).float(), -1)
+            steer = torch.log_softmax(
+                model.run_with_hooks(ids, fwd_hooks=vector.fwd_hooks(m)).float(), -1
+            )
+            kl = (base.exp() * (base - steer)).sum(-1)
+            total += float(kl[mask].sum())
+            count += int(mask.sum())
+        records.append({"multiplier": m, "kl": total / max(count, 1), "tokens": count})
+    return pd.DataFrame.from_records(records)
+
+
+def format_chat(model: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
+    """The chat-formatted prompt string (re-exported from :mod:`steerlens.data`)."""
+    return format_prompt(model.tokenizer, question, system_prompt)

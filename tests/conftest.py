@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny random models (fast) and the embedded SmolLM2 model (slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import steerlens as sl
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A 4-layer random Llama-style bridge (d_model 64) with SmolLM2's tokenizer."""
+    return sl.tiny_model(n_layers=4, d_model=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """The embedded SmolLM2-135M-Instruct bridge (loaded once per session)."""
+    return sl.load_model()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"the real datasets are expected at {SHARED} (../shared/data beside the repo)")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _no_hooks_left(request):
+    """Every test must leave every model it used with no hooks attached."""
+    yield
+    for name in ("tiny", "smol"):
+        if name in request.fixturenames:
+            model = request.getfixturevalue(name)
+            assert sl.active_hooks(model) == [], f"hooks left on {name}: {sl.active_hooks(model)}"
+
+
+@pytest.fixture
+def rand_vec():
+    def make(model, layer=1, scale=1.0, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        v = torch.randn(model.cfg.d_model, generator=g) * scale
+        return sl.SteeringVector({f"blocks.{layer}.hook_resid_post": v})
+
+    return make
