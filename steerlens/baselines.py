@@ -86,7 +86,7 @@ def collect_activations(
                 mode = "letter" if p.is_ab else "mean"
             if mode == "letter":
                 letter = answer.strip().strip("()")[:1]
-                if letter not in ("A", "B") or not p.is_ab:
+                if not p.is_ab:
                     raise DataError(f"read='letter' needs A/B answers, got {answer!r}")
                 k = _letter_index(tok, ans, letter)
                 ans = ans[: k + 1]  # the prompt continues up to the letter, as in CAA

@@ -359,6 +359,7 @@ def train_bipo(
             pair_logprobs(model, eval_enc, None, cfg.eval_batch_size, cfg.progress, "reference")
             if eval_enc else None
         )
+        last_good = [p.detach().clone() for p in params]
         bar = tqdm(
             total=total_steps, initial=state.global_step, desc="BiPO", disable=not cfg.progress
         )
@@ -381,9 +382,9 @@ def train_bipo(
                     loss, _ = bipo_loss(
                         model, ids, mask, hook_names, params, d, cfg.beta, ref[idx]
                     )
-                    good = [p.detach().clone() for p in params]
                     if not torch.isfinite(loss):
-                        raise _diverged(good, hook_names, state.global_step, loss.item())
+                        raise _diverged(last_good, hook_names, state.global_step, loss.item())
+                    last_good = [p.detach().clone() for p in params]
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.max_grad_norm is not None:
@@ -391,9 +392,9 @@ def train_bipo(
                     opt.step()
                     if not all(bool(torch.isfinite(p).all()) for p in params):
                         with torch.no_grad():
-                            for p, g in zip(params, good, strict=True):
+                            for p, g in zip(params, last_good, strict=True):
                                 p.copy_(g)
-                        raise _diverged(good, hook_names, state.global_step, float("nan"))
+                        raise _diverged(last_good, hook_names, state.global_step, float("nan"))
                     state.global_step += 1
                     state.step_in_epoch = s + 1
                     state.epoch_loss_sum += loss.item()

@@ -48,7 +48,8 @@ from steerlens.errors import ConfigError, DataError
 DEFAULT_SYSTEM_PROMPT = "You are a helpful, honest and concise assistant."
 FORMATS = ("bipo", "bipo_ab", "caa", "ab_prompt", "mwe", "pairs")
 MAX_LINE_BYTES = 8 * 1024 * 1024
-_AB_RE = re.compile(r"^\s*\(?\s*([AB])\s*\)?\s*$")
+_AB_RE = re.compile(r"^\s*\(\s*([A-Z])\s*\)\s*$")
+_LETTER_RE = re.compile(r"^\s*\(?\s*([A-Z])\s*\)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,19 @@ class PreferencePair:
 
     @property
     def is_ab(self) -> bool:
-        """True when both answers are A/B letters such as ``"(A)"``."""
+        """True for multiple-choice items: both answers are letters such as ``"(A)"``."""
         return bool(_AB_RE.match(self.matching) and _AB_RE.match(self.not_matching))
 
     @property
     def matching_letter(self) -> str | None:
-        """``"A"`` or ``"B"`` for A/B items, else None."""
+        """The matching answer's letter (``"A"``, ``"B"``, ...) for A/B items, else None."""
         m = _AB_RE.match(self.matching)
+        return m.group(1) if m and self.is_ab else None
+
+    @property
+    def not_matching_letter(self) -> str | None:
+        """The non-matching answer's letter for A/B items, else None."""
+        m = _AB_RE.match(self.not_matching)
         return m.group(1) if m and self.is_ab else None
 
 
@@ -96,7 +103,7 @@ def ab_pair(question: str, a: str, b: str, matching: str) -> PreferencePair:
 
 
 def _normalise_ab(answer: str) -> str:
-    m = _AB_RE.match(answer)
+    m = _LETTER_RE.match(answer)
     return f"({m.group(1)})" if m else answer.strip()
 
 
@@ -255,6 +262,7 @@ def load_pairs(
     format: str | None = None,
     *,
     duplicates: Literal["warn", "error", "ignore", "drop"] = "warn",
+    invalid: Literal["raise", "skip"] = "raise",
     limit: int | None = None,
 ) -> list[PreferencePair]:
     """Read preference pairs from a CSV, JSON or JSONL file.
@@ -265,6 +273,9 @@ def load_pairs(
             default detected from the extension and the fields.
         duplicates: what to do with exact duplicate pairs: ``"warn"`` (default), ``"error"``,
             ``"drop"`` or ``"ignore"``.
+        invalid: ``"raise"`` (default) stops at the first bad row; ``"skip"`` warns about
+            each bad row (empty field, bad letter, ...) and leaves it out. Some public files
+            have such rows (e.g. two empty questions in BiPO's power-seeking ``train.csv``).
         limit: keep only the first ``limit`` pairs.
 
     Raises:
@@ -297,8 +308,16 @@ def load_pairs(
     fmt = format or _detect(keys, path, suffix == ".jsonl")
     pairs: list[PreferencePair] = []
     seen: dict[PreferencePair, str] = {}
+    if invalid not in ("raise", "skip"):
+        raise ConfigError(f"invalid must be 'raise' or 'skip', got {invalid!r}")
     for where, row in rows:
-        pair = _pair_from_row(path, where, row, fmt)
+        try:
+            pair = _pair_from_row(path, where, row, fmt)
+        except DataError as e:
+            if invalid == "raise":
+                raise DataError(f"{e} (pass invalid='skip' to leave such rows out)") from None
+            warnings.warn(f"skipped: {e}", stacklevel=2)
+            continue
         if pair in seen:
             msg = f"{path}: {where}: duplicate of {seen[pair]} (question {pair.question[:60]!r})"
             if duplicates == "error":

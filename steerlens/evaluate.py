@@ -81,7 +81,11 @@ def ab_probabilities(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
 ) -> Float[Tensor, "n"]:
-    """p(matching letter) / (p(A) + p(B)) at the answer position, per item."""
+    """p(matching letter) / (p(matching letter) + p(other letter)) at the answer position.
+
+    For A/B items that is CAA's p(matching) / (p(A) + p(B)); items with more letters (e.g. "(C)"
+    vs "(A)") use their own two letters.
+    """
     tok = model.tokenizer
     device = model_device(model)
     _check_vector(model, vector)
@@ -90,9 +94,11 @@ def ab_probabilities(
         if not it.is_ab:
             raise DataError(f"items[{i}] is not an A/B item (answers {it.matching!r}, "
                             f"{it.not_matching!r})")
-        prefix, ta, tb = ab_choice_tokens(tok, "(A)", "(B)")
+        prefix, t_match, t_other = ab_choice_tokens(
+            tok, f"({it.matching_letter})", f"({it.not_matching_letter})"
+        )
         rows.append((encode_prompt(tok, it.question, system_prompt), prefix))
-        letters.append((ta, tb, it.matching_letter))
+        letters.append((t_match, t_other))
     out = torch.zeros(len(items))
     pad = _pad_id(model)
     for idx in length_buckets([len(p) + len(a) for p, a in rows], batch_size):
@@ -101,10 +107,9 @@ def ab_probabilities(
         logits = model.run_with_hooks(ids, fwd_hooks=hooks()) if hooks else model(ids)
         for j, i in enumerate(idx):
             last = len(rows[i][0]) + len(rows[i][1]) - 1
-            ta, tb, letter = letters[i]
-            pair = torch.log_softmax(logits[j, last].float(), -1)[[ta, tb]]
-            p = torch.softmax(pair, -1)
-            out[i] = p[0] if letter == "A" else p[1]
+            t_match, t_other = letters[i]
+            pair = logits[j, last].float()[[t_match, t_other]]
+            out[i] = torch.softmax(pair, -1)[0]
     return out
 
 

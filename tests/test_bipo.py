@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import steerlens as sl
+from steerlens import bipo as bipo_mod
+from steerlens.errors import CheckpointError, ConfigError, TrainingDivergedError
+from steerlens.logprobs import _pad_id, encode_pairs, pair_logprobs, pair_rows
+from steerlens.models import tiny_hf_model
+
+FAST = dict(lr=1e-2, warmup_steps=0, weight_decay=0.0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return sl.load_pairs(sl.demo_data_path("train"))
+
+
+def _seq_logprob_with_layer_hook(hf, layer, delta, prompt, answer):
+    """log p(answer | prompt) from a plain HF model whose decoder layer `layer` output gets
+    `delta` added at every position (a torch forward hook; no steerlens code)."""
+
+    def add(module, args, output):
+        if isinstance(output, tuple):
+            return (output[0] + delta,) + tuple(output[1:])
+        return output + delta
+
+    handle = hf.model.layers[layer].register_forward_hook(add)
+    try:
+        seq = torch.tensor([list(prompt) + list(answer)])
+        logp = torch.log_softmax(hf(seq).logits[0], -1)
+    finally:
+        handle.remove()
+    return sum(logp[len(prompt) + i - 1, tok] for i, tok in enumerate(answer))
+
+
+@pytest.mark.parametrize("d", [1.0, -1.0])
+def test_loss_and_gradient_parity_with_formula(tiny, pairs, d):
+    """bipo_loss == -mean log sigmoid(d*beta*z) computed independently, loss and gradient."""
+    layer, beta = 2, 0.1
+    batch = pairs[:3]
+    enc = encode_pairs(tiny.tokenizer, batch)
+    g = torch.Generator().manual_seed(0)
+    v0 = torch.randn(64, generator=g) * 0.5
+
+    # library
+    v_lib = v0.clone().requires_grad_(True)
+    ref = pair_logprobs(tiny, enc)
+    ids, mask = pair_rows(enc, _pad_id(tiny))
+    loss_lib, _ = sl.bipo_loss(tiny, ids, mask, [f"blocks.{layer}.hook_resid_post"], [v_lib],
+                               d, beta, ref)
+    loss_lib.backward()
+
+    # independent: a separate HF model with identical weights, one sequence at a time
+    hf, _ = tiny_hf_model(n_layers=4, d_model=64, seed=0)
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    v_ind = v0.clone().double().requires_grad_(True)
+    hf = hf.double()
+    terms = []
+    zero = torch.zeros(64, dtype=torch.float64)
+    for e in enc:
+        lp = {}
+        for key, ans in (("T", e.matching), ("O", e.not_matching)):
+            steered = _seq_logprob_with_layer_hook(hf, layer, d * v_ind, e.prompt, ans)
+            with torch.no_grad():
+                base = _seq_logprob_with_layer_hook(hf, layer, zero, e.prompt, ans)
+            lp[key] = steered - base
+        z = lp["T"] - lp["O"]
+        terms.append(-F.logsigmoid(d * beta * z))
+    loss_ind = torch.stack(terms).mean()
+    loss_ind.backward()
+
+    assert math.isclose(loss_lib.item(), loss_ind.item(), rel_tol=1e-4, abs_tol=1e-6)
+    assert v_lib.grad is not None and v_ind.grad is not None
+    assert torch.allclose(v_lib.grad.double(), v_ind.grad, rtol=1e-3, atol=1e-6)
+    assert v_ind.grad.norm() > 0
+
+
+def test_training_is_deterministic_and_moves_margin(tiny, pairs):
+    cfg = sl.BiPOConfig(epochs=2, batch_size=4, seed=3, **FAST)
+    a = sl.train_bipo(tiny, pairs[:12], layer=2, config=cfg)
+    b = sl.train_bipo(tiny, pairs[:12], layer=2, config=cfg)
+    assert torch.equal(a.vectors["blocks.2.hook_resid_post"], b.vectors["blocks.2.hook_resid_post"])
+    c = sl.train_bipo(tiny, pairs[:12], layer=2, config=sl.BiPOConfig(epochs=2, seed=4, **FAST))
+    assert not torch.equal(a.vectors["blocks.2.hook_resid_post"], c.vectors["blocks.2.hook_resid_post"])
+    from steerlens.evaluate import preference_margin
+
+    df = preference_margin(tiny, a, pairs[:12], multipliers=(-1, 0, 1))
+    m = df.set_index("multiplier")["margin"]
+    assert m[-1.0] < m[0.0] < m[1.0]
+    assert sl.active_hooks(tiny) == []
+
+
+def test_metadata_records_config_and_history(tiny, pairs):
+    ev = sl.load_pairs(sl.demo_data_path("eval"))[:4]
+    cfg = sl.BiPOConfig(epochs=2, behaviour="power-seeking", **FAST)
+    v = sl.train_bipo(tiny, pairs[:8], layer=-1, config=cfg, eval_pairs=ev)
+    meta = v.metadata
+    assert meta["method"] == "bipo" and meta["layers"] == [3]
+    assert meta["config"]["lr"] == 1e-2 and meta["config"]["beta"] == 0.1
+    assert meta["behaviour"] == "power-seeking" and meta["n_train"] == 8
+    hist = meta["history"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+    for key in ("train_loss", "eval_loss_plus", "eval_loss_minus", "eval_acc_plus", "eval_acc_minus"):
+        assert all(math.isfinite(h[key]) for h in hist), key
+
+
+def test_reference_is_computed_once(tiny, pairs, monkeypatch):
+    calls = []
+    real = bipo_mod.pair_logprobs
+
+    def spy(model, enc, factory=None, *a, **k):
+        calls.append(factory)
+        return real(model, enc, factory, *a, **k)
+
+    monkeypatch.setattr(bipo_mod, "pair_logprobs", spy)
+    sl.train_bipo(tiny, pairs[:8], layer=1, config=sl.BiPOConfig(epochs=3, **FAST))
+    assert calls == [None]  # one unsteered pass over the training pairs, for all 3 epochs
+
+
+def test_multi_layer_joint(tiny, pairs):
+    v = sl.train_bipo(tiny, pairs[:8], layer=[1, 3], config=sl.BiPOConfig(epochs=1, **FAST))
+    assert v.hook_names == ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]
+    assert all(n > 0 for n in v.norms().values())
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny, pairs, tmp_path, monkeypatch):
+    cfg = sl.BiPOConfig(epochs=3, batch_size=4, checkpoint_every=1, **FAST)
+    data = pairs[:12]  # 3 steps per epoch
+    full = sl.train_bipo(tiny, data, layer=2, config=cfg)
+
+    ckpt = tmp_path / "run.ckpt"
+    real = bipo_mod.bipo_loss
+    count = {"n": 0}
+
+    def flaky(*a, **k):
+        count["n"] += 1
+        if count["n"] == 5:  # in the middle of epoch 2
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(bipo_mod, "bipo_loss", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        sl.train_bipo(tiny, data, layer=2, config=cfg, checkpoint=ckpt)
+    monkeypatch.setattr(bipo_mod, "bipo_loss", real)
+    assert ckpt.exists() and sl.active_hooks(tiny) == []
+    resumed = sl.train_bipo(tiny, data, layer=2, config=cfg, checkpoint=ckpt, resume=True)
+    h = "blocks.2.hook_resid_post"
+    assert torch.equal(full.vectors[h], resumed.vectors[h])
+    assert resumed.metadata["steps"] == 9
+
+
+def test_resume_rejects_other_run(tiny, pairs, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    sl.train_bipo(tiny, pairs[:4], layer=1, config=sl.BiPOConfig(epochs=1, **FAST), checkpoint=ckpt)
+    with pytest.raises(CheckpointError, match="another run"):
+        sl.train_bipo(tiny, pairs[:4], layer=2, config=sl.BiPOConfig(epochs=1, **FAST),
+                      checkpoint=ckpt, resume=True)
+    with pytest.raises(ConfigError, match="resume=True needs checkpoint"):
+        sl.train_bipo(tiny, pairs[:4], layer=1, resume=True)
+
+
+def test_nan_loss_stops_with_last_good_vector(tiny, pairs, monkeypatch):
+    real = bipo_mod.bipo_loss
+    seen = []
+
+    def poisoned(model, ids, mask, hooks, vectors, *a, **k):
+        seen.append(vectors[0].detach().clone())
+        loss, z = real(model, ids, mask, hooks, vectors, *a, **k)
+        return (loss * float("nan"), z) if len(seen) == 3 else (loss, z)
+
+    monkeypatch.setattr(bipo_mod, "bipo_loss", poisoned)
+    with pytest.raises(TrainingDivergedError, match="loss became nan at step 2") as info:
+        sl.train_bipo(tiny, pairs[:12], layer=1, config=sl.BiPOConfig(epochs=1, **FAST))
+    err = info.value
+    assert err.step == 2 and err.vector is not None
+    # the last vector whose loss was finite: the one used at step 1 (after one update)
+    assert torch.equal(err.vector.vectors["blocks.1.hook_resid_post"], seen[1])
+    assert not torch.equal(seen[1], seen[2])
+    assert sl.active_hooks(tiny) == []
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="BiPOConfig.lr must be a positive finite number"):
+        sl.BiPOConfig(lr=float("nan"))
+    with pytest.raises(ConfigError, match="batch_size"):
+        sl.BiPOConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="hook"):
+        sl.BiPOConfig(hook="attn")
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = [bipo_mod.lr_factor(s, 10, 110) for s in range(111)]
+    assert f[0] == 0 and f[5] == 0.5 and f[10] == 1.0
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False)) and f[110] == 0.0
