@@ -28,7 +28,9 @@ from steerlens.errors import (
     VectorError,
     VectorFileError,
 )
+from steerlens.evaluate import ab_score, generate, kl_divergence, preference_margin
 from steerlens.models import load_model, resid_hook, tiny_model
+from steerlens.sweep import sweep_layers, sweep_multipliers
 from steerlens.vector import SteeringVector, active_hooks, is_steered
 
 __version__ = "0.1.0"
@@ -48,6 +50,12 @@ __all__ = [
     "VectorError",
     "VectorFileError",
     "ab_pair",
+    "ab_score",
+    "generate",
+    "kl_divergence",
+    "preference_margin",
+    "sweep_layers",
+    "sweep_multipliers",
     "active_hooks",
     "bipo_loss",
     "caa_vector",

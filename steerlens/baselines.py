@@ -134,8 +134,13 @@ def caa_vector(
     """
     layer_list = [layers] if isinstance(layers, int) else list(layers)
     acts = collect_activations(
-        model, pairs, layer_list, read=read, system_prompt=system_prompt,
-        batch_size=batch_size, progress=progress,
+        model,
+        pairs,
+        layer_list,
+        read=read,
+        system_prompt=system_prompt,
+        batch_size=batch_size,
+        progress=progress,
     )
     vectors = {h: (m - n).mean(0) for h, (m, n) in acts.items()}
     meta = {
@@ -174,8 +179,13 @@ def pca_vector(
         raise ConfigError(f"scale must be 'projection' or 'unit', got {scale!r}")
     layer_list = [layers] if isinstance(layers, int) else list(layers)
     acts = collect_activations(
-        model, pairs, layer_list, read=read, system_prompt=system_prompt,
-        batch_size=batch_size, progress=progress,
+        model,
+        pairs,
+        layer_list,
+        read=read,
+        system_prompt=system_prompt,
+        batch_size=batch_size,
+        progress=progress,
     )
     vectors = {}
     explained = {}

@@ -50,7 +50,7 @@ from steerlens.logprobs import (
     pair_rows,
 )
 from steerlens.models import model_name, resid_hook
-from steerlens.vector import SteeringVector, SteerHook, _atomic_write
+from steerlens.vector import SteerHook, SteeringVector, _atomic_write
 
 
 @dataclass
@@ -95,8 +95,10 @@ class BiPOConfig:
 
     def __post_init__(self) -> None:
         def positive(name: str, value: Any, integer: bool = False) -> None:
-            ok = isinstance(value, int) and not isinstance(value, bool) if integer else (
-                isinstance(value, (int, float)) and math.isfinite(value)
+            ok = (
+                isinstance(value, int) and not isinstance(value, bool)
+                if integer
+                else (isinstance(value, (int, float)) and math.isfinite(value))
             )
             if not ok or value <= 0:
                 kind = "a positive integer" if integer else "a positive finite number"
@@ -110,7 +112,9 @@ class BiPOConfig:
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError(f"BiPOConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
-            raise ConfigError(f"BiPOConfig.warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+            raise ConfigError(
+                f"BiPOConfig.warmup_steps must be an int >= 0, got {self.warmup_steps!r}"
+            )
         if self.checkpoint_every is not None:
             positive("checkpoint_every", self.checkpoint_every, True)
         if self.max_grad_norm is not None:
@@ -120,7 +124,7 @@ class BiPOConfig:
 
 
 #: Settings that give a visible effect within minutes on a CPU-sized model.
-FAST = {"lr": 1e-2, "warmup_steps": 0, "weight_decay": 0.0}
+FAST: dict[str, Any] = {"lr": 1e-2, "warmup_steps": 0, "weight_decay": 0.0}
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -142,11 +146,11 @@ def bipo_loss(
     input_ids: Int[Tensor, "rows pos"],
     answer_mask: Bool[Tensor, "rows pos"],
     hook_names: Sequence[str],
-    vectors: Sequence[Float[Tensor, "d_model"]],
+    vectors: Sequence[Float[Tensor, " d_model"]],
     d: float,
     beta: float,
     ref: Float[Tensor, "batch 2"],
-) -> tuple[Float[Tensor, ""], Float[Tensor, "batch"]]:
+) -> tuple[Float[Tensor, ""], Float[Tensor, " batch"]]:
     """The BiPO loss on one batch, and the per-pair ``z``.
 
     Rows of ``input_ids`` are ``[matching_1..B, not_matching_1..B]``; ``ref`` holds the
@@ -195,8 +199,12 @@ class _State:
 
 
 def _save_checkpoint(
-    path: Path, params: Sequence[Tensor], hook_names: Sequence[str], opt: torch.optim.Optimizer,
-    state: _State, fingerprint: str
+    path: Path,
+    params: Sequence[Tensor],
+    hook_names: Sequence[str],
+    opt: torch.optim.Optimizer,
+    state: _State,
+    fingerprint: str,
 ) -> None:
     from safetensors.torch import save_file
 
@@ -225,8 +233,11 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(
-    path: Path, params: Sequence[Tensor], hook_names: Sequence[str], opt: torch.optim.Optimizer,
-    fingerprint: str
+    path: Path,
+    params: Sequence[Tensor],
+    hook_names: Sequence[str],
+    opt: torch.optim.Optimizer,
+    fingerprint: str,
 ) -> _State:
     from safetensors import SafetensorError, safe_open
 
@@ -267,11 +278,16 @@ def _load_checkpoint(
 
 @torch.no_grad()
 def _evaluate(
-    model: Any, enc: Sequence[EncodedPair], ref: Tensor, hook_names: Sequence[str],
-    params: Sequence[Tensor], cfg: BiPOConfig
+    model: Any,
+    enc: Sequence[EncodedPair],
+    ref: Tensor,
+    hook_names: Sequence[str],
+    params: Sequence[Tensor],
+    cfg: BiPOConfig,
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     for d, tag in ((1.0, "plus"), (-1.0, "minus")):
+
         def factory(d: float = d) -> list[tuple[str, SteerHook]]:
             return [(n, SteerHook(p, d, "all")) for n, p in zip(hook_names, params, strict=True)]
 
@@ -357,7 +373,8 @@ def train_bipo(
         ref = pair_logprobs(model, enc, None, cfg.eval_batch_size, cfg.progress, "reference")
         eval_ref = (
             pair_logprobs(model, eval_enc, None, cfg.eval_batch_size, cfg.progress, "reference")
-            if eval_enc else None
+            if eval_enc
+            else None
         )
         last_good = [p.detach().clone() for p in params]
         bar = tqdm(
@@ -379,9 +396,7 @@ def train_bipo(
                             state.global_step, cfg.warmup_steps, total_steps
                         )
                     ids, mask = pair_rows([enc[i] for i in idx], pad, device)
-                    loss, _ = bipo_loss(
-                        model, ids, mask, hook_names, params, d, cfg.beta, ref[idx]
-                    )
+                    loss, _ = bipo_loss(model, ids, mask, hook_names, params, d, cfg.beta, ref[idx])
                     if not torch.isfinite(loss):
                         raise _diverged(last_good, hook_names, state.global_step, loss.item())
                     last_good = [p.detach().clone() for p in params]
@@ -390,10 +405,10 @@ def train_bipo(
                     if cfg.max_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                     opt.step()
-                    if not all(bool(torch.isfinite(p).all()) for p in params):
+                    if not all(bool(torch.isfinite(t).all()) for t in params):
                         with torch.no_grad():
-                            for p, g in zip(params, last_good, strict=True):
-                                p.copy_(g)
+                            for t, g in zip(params, last_good, strict=True):
+                                t.copy_(g)
                         raise _diverged(last_good, hook_names, state.global_step, float("nan"))
                     state.global_step += 1
                     state.step_in_epoch = s + 1

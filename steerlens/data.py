@@ -70,7 +70,9 @@ class PreferencePair:
         for name in ("question", "matching", "not_matching"):
             value = getattr(self, name)
             if not isinstance(value, str):
-                raise DataError(f"PreferencePair.{name} must be a string, got {type(value).__name__}")
+                raise DataError(
+                    f"PreferencePair.{name} must be a string, got {type(value).__name__}"
+                )
             if not value.strip():
                 raise DataError(f"PreferencePair.{name} is empty")
 
@@ -212,8 +214,10 @@ def _rows_csv(path: Path, text: str) -> tuple[list[tuple[str, dict[str, Any]]], 
     finally:
         csv.field_size_limit(old)
     if text.count('"') % 2 == 1:
-        raise DataError(f"{path}: line {text.count(chr(10)) + 1}: unterminated quoted field "
-                        "(file truncated mid-row?)")
+        raise DataError(
+            f"{path}: line {text.count(chr(10)) + 1}: unterminated quoted field "
+            "(file truncated mid-row?)"
+        )
     return rows, list(header)
 
 
@@ -297,7 +301,7 @@ def load_pairs(
         rows, keys = _rows_json(path, text)
     elif suffix in (".csv", ".tsv", ".txt", ""):
         stripped = text.lstrip()
-        if stripped.startswith("[") or stripped.startswith("{\""):
+        if stripped.startswith("[") or stripped.startswith('{"'):
             rows, keys = (_rows_json if stripped.startswith("[") else _rows_jsonl)(path, text)
         else:
             rows, keys = _rows_csv(path, text)
@@ -378,7 +382,11 @@ def demo_data_path(split: Literal["train", "eval", "ab"] = "train") -> Path:
     ``train`` and ``eval`` are free-text pairs; ``ab`` holds A/B items built from the eval
     questions.
     """
-    names = {"train": "power_demo_train.csv", "eval": "power_demo_eval.csv", "ab": "power_demo_ab.csv"}
+    names = {
+        "train": "power_demo_train.csv",
+        "eval": "power_demo_eval.csv",
+        "ab": "power_demo_ab.csv",
+    }
     if split not in names:
         raise ConfigError(f"split must be one of {sorted(names)}, got {split!r}")
     return Path(str(resources.files("steerlens") / "datasets" / names[split]))

@@ -80,7 +80,7 @@ def ab_probabilities(
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
-) -> Float[Tensor, "n"]:
+) -> Float[Tensor, " n"]:
     """p(matching letter) / (p(matching letter) + p(other letter)) at the answer position.
 
     For A/B items that is CAA's p(matching) / (p(A) + p(B)); items with more letters (e.g. "(C)"
@@ -92,8 +92,9 @@ def ab_probabilities(
     rows, letters = [], []
     for i, it in enumerate(items):
         if not it.is_ab:
-            raise DataError(f"items[{i}] is not an A/B item (answers {it.matching!r}, "
-                            f"{it.not_matching!r})")
+            raise DataError(
+                f"items[{i}] is not an A/B item (answers {it.matching!r}, {it.not_matching!r})"
+            )
         prefix, t_match, t_other = ab_choice_tokens(
             tok, f"({it.matching_letter})", f"({it.not_matching_letter})"
         )
@@ -134,13 +135,28 @@ def ab_score(
     records = []
     for mult in tqdm(list(multipliers), desc="A/B score", disable=not progress, leave=False):
         m = _check_multiplier(mult)
-        probs = ab_probabilities(model, vector, items, m, positions=positions,
-                                 system_prompt=system_prompt, batch_size=batch_size)
+        probs = ab_probabilities(
+            model,
+            vector,
+            items,
+            m,
+            positions=positions,
+            system_prompt=system_prompt,
+            batch_size=batch_size,
+        )
         if per_item:
-            records += [{"multiplier": m, "item": i, "score": float(p)} for i, p in enumerate(probs)]
+            records += [
+                {"multiplier": m, "item": i, "score": float(p)} for i, p in enumerate(probs)
+            ]
         else:
-            records.append({"multiplier": m, "score": float(probs.mean()),
-                            "accuracy": float((probs > 0.5).float().mean()), "n": len(items)})
+            records.append(
+                {
+                    "multiplier": m,
+                    "score": float(probs.mean()),
+                    "accuracy": float((probs > 0.5).float().mean()),
+                    "n": len(items),
+                }
+            )
     return pd.DataFrame.from_records(records)
 
 
@@ -167,13 +183,24 @@ def preference_margin(
         gap = lp[:, 0] - lp[:, 1]
         if per_item:
             records += [
-                {"multiplier": m, "item": i, "logp_matching": float(a), "logp_not_matching": float(b),
-                 "margin": float(a - b)}
+                {
+                    "multiplier": m,
+                    "item": i,
+                    "logp_matching": float(a),
+                    "logp_not_matching": float(b),
+                    "margin": float(a - b),
+                }
                 for i, (a, b) in enumerate(lp.tolist())
             ]
         else:
-            records.append({"multiplier": m, "margin": float(gap.mean()),
-                            "accuracy": float((gap > 0).float().mean()), "n": len(pairs)})
+            records.append(
+                {
+                    "multiplier": m,
+                    "margin": float(gap.mean()),
+                    "accuracy": float((gap > 0).float().mean()),
+                    "n": len(pairs),
+                }
+            )
     return pd.DataFrame.from_records(records)
 
 
@@ -214,9 +241,14 @@ def generate(
             for j, i in enumerate(chunk):
                 ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 attn[j, width - len(encoded[i]) :] = 1
-            kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=False,
-                                          verbose=False, return_type="tokens",
-                                          eos_token_id=eot, stop_at_eos=True)
+            kwargs: dict[str, Any] = dict(
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                verbose=False,
+                return_type="tokens",
+                eos_token_id=eot,
+                stop_at_eos=True,
+            )
             if len(chunk) > 1:
                 kwargs["attention_mask"] = attn.to(device)
             if vector is not None and m != 0:
@@ -281,6 +313,8 @@ def kl_divergence(
     return pd.DataFrame.from_records(records)
 
 
-def format_chat(model: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
+def format_chat(
+    model: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+) -> str:
     """The chat-formatted prompt string (re-exported from :mod:`steerlens.data`)."""
     return format_prompt(model.tokenizer, question, system_prompt)

@@ -118,7 +118,7 @@ def answer_logprobs(
     input_ids: Int[Tensor, "rows pos"],
     answer_mask: Bool[Tensor, "rows pos"],
     fwd_hooks: Hooks = (),
-) -> Float[Tensor, "rows"]:
+) -> Float[Tensor, " rows"]:
     """Summed log-probability of the answer tokens of each row.
 
     Position t's token is scored by the logits at t-1. Only positions where ``answer_mask`` is

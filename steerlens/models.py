@@ -104,12 +104,14 @@ def _load_gguf_hf(path: Path, dtype: torch.dtype, use_cache: bool = True) -> tup
     try:
         import gguf  # noqa: F401
     except ImportError as e:  # pragma: no cover - gguf is a dependency
-        raise ModelLoadError("Loading .gguf files needs the 'gguf' package: pip install gguf") from e
+        raise ModelLoadError(
+            "Loading .gguf files needs the 'gguf' package: pip install gguf"
+        ) from e
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
     # The weights are dequantised already; drop the quantiser so the model saves and behaves
     # like a plain fp32 model.
-    hf.hf_quantizer = None
+    hf.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
     if use_cache:

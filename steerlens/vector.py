@@ -68,9 +68,7 @@ def _check_tensor(name: str, t: Any, where: str = "") -> Tensor:
     if not t.is_floating_point():
         raise VectorError(f"{prefix}hook {name!r}: expected a floating-point tensor, got {t.dtype}")
     if t.ndim != 1:
-        raise VectorError(
-            f"{prefix}hook {name!r}: expected shape [d_model], got {tuple(t.shape)}"
-        )
+        raise VectorError(f"{prefix}hook {name!r}: expected shape [d_model], got {tuple(t.shape)}")
     if t.numel() == 0:
         raise VectorError(f"{prefix}hook {name!r}: the vector is empty")
     if not bool(torch.isfinite(t).all()):
@@ -169,7 +167,7 @@ class SteeringVector:
         tensor([-3., -4.])
     """
 
-    vectors: dict[str, Float[Tensor, "d_model"]]
+    vectors: dict[str, Float[Tensor, " d_model"]]
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -478,7 +476,9 @@ def _check_positions(positions: Any) -> Positions:
                 f"{positions.dtype} {tuple(positions.shape)}"
             )
         return positions
-    raise ConfigError(f"positions must be 'all', 'after_prompt', an int or a mask, got {positions!r}")
+    raise ConfigError(
+        f"positions must be 'all', 'after_prompt', an int or a mask, got {positions!r}"
+    )
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -51,8 +51,9 @@ def test_loss_and_gradient_parity_with_formula(tiny, pairs, d):
     v_lib = v0.clone().requires_grad_(True)
     ref = pair_logprobs(tiny, enc)
     ids, mask = pair_rows(enc, _pad_id(tiny))
-    loss_lib, _ = sl.bipo_loss(tiny, ids, mask, [f"blocks.{layer}.hook_resid_post"], [v_lib],
-                               d, beta, ref)
+    loss_lib, _ = sl.bipo_loss(
+        tiny, ids, mask, [f"blocks.{layer}.hook_resid_post"], [v_lib], d, beta, ref
+    )
     loss_lib.backward()
 
     # independent: a separate HF model with identical weights, one sequence at a time
@@ -87,7 +88,9 @@ def test_training_is_deterministic_and_moves_margin(tiny, pairs):
     b = sl.train_bipo(tiny, pairs[:12], layer=2, config=cfg)
     assert torch.equal(a.vectors["blocks.2.hook_resid_post"], b.vectors["blocks.2.hook_resid_post"])
     c = sl.train_bipo(tiny, pairs[:12], layer=2, config=sl.BiPOConfig(epochs=2, seed=4, **FAST))
-    assert not torch.equal(a.vectors["blocks.2.hook_resid_post"], c.vectors["blocks.2.hook_resid_post"])
+    assert not torch.equal(
+        a.vectors["blocks.2.hook_resid_post"], c.vectors["blocks.2.hook_resid_post"]
+    )
     from steerlens.evaluate import preference_margin
 
     df = preference_margin(tiny, a, pairs[:12], multipliers=(-1, 0, 1))
@@ -106,7 +109,13 @@ def test_metadata_records_config_and_history(tiny, pairs):
     assert meta["behaviour"] == "power-seeking" and meta["n_train"] == 8
     hist = meta["history"]
     assert [h["epoch"] for h in hist] == [1, 2]
-    for key in ("train_loss", "eval_loss_plus", "eval_loss_minus", "eval_acc_plus", "eval_acc_minus"):
+    for key in (
+        "train_loss",
+        "eval_loss_plus",
+        "eval_loss_minus",
+        "eval_acc_plus",
+        "eval_acc_minus",
+    ):
         assert all(math.isfinite(h[key]) for h in hist), key
 
 
@@ -159,8 +168,14 @@ def test_resume_rejects_other_run(tiny, pairs, tmp_path):
     ckpt = tmp_path / "run.ckpt"
     sl.train_bipo(tiny, pairs[:4], layer=1, config=sl.BiPOConfig(epochs=1, **FAST), checkpoint=ckpt)
     with pytest.raises(CheckpointError, match="another run"):
-        sl.train_bipo(tiny, pairs[:4], layer=2, config=sl.BiPOConfig(epochs=1, **FAST),
-                      checkpoint=ckpt, resume=True)
+        sl.train_bipo(
+            tiny,
+            pairs[:4],
+            layer=2,
+            config=sl.BiPOConfig(epochs=1, **FAST),
+            checkpoint=ckpt,
+            resume=True,
+        )
     with pytest.raises(ConfigError, match="resume=True needs checkpoint"):
         sl.train_bipo(tiny, pairs[:4], layer=1, resume=True)
 

@@ -86,7 +86,9 @@ def test_embedded_model_loads_warm_and_matches_hf(smol):
     t = time.perf_counter()
     again = sl.load_model()
     assert time.perf_counter() - t < 15  # warm load (target < 5 s, see docs/performance.md)
-    x = torch.tensor([smol.tokenizer("The capital of France is", add_special_tokens=False).input_ids])
+    x = torch.tensor(
+        [smol.tokenizer("The capital of France is", add_special_tokens=False).input_ids]
+    )
     with torch.no_grad():
         hf_logits = again.original_model(x).logits
     assert torch.allclose(smol(x), hf_logits, atol=1e-4)

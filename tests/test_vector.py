@@ -63,7 +63,9 @@ def test_norms_normalized_cosine():
 def test_different_d_model_raises_naming_both():
     a = vec([1.0, 2.0], method="bipo", behaviour="power")
     b = vec([1.0, 2.0, 3.0], method="caa", behaviour="wealth")
-    with pytest.raises(VectorError, match=r"vector\(bipo, power\).*d_model=2.*vector\(caa, wealth\).*d_model=3"):
+    with pytest.raises(
+        VectorError, match=r"vector\(bipo, power\).*d_model=2.*vector\(caa, wealth\).*d_model=3"
+    ):
         a + b
 
 
@@ -195,8 +197,14 @@ def test_cached_generation_equals_uncached(tiny, rand_vec, positions):
     for cache in (True, False):
         with v.apply(tiny, 1.0, positions=positions):
             outs.append(
-                tiny.generate(x, max_new_tokens=8, do_sample=False, use_past_kv_cache=cache,
-                              verbose=False, stop_at_eos=False)
+                tiny.generate(
+                    x,
+                    max_new_tokens=8,
+                    do_sample=False,
+                    use_past_kv_cache=cache,
+                    verbose=False,
+                    stop_at_eos=False,
+                )
             )
     assert torch.equal(outs[0], outs[1])
     plain = tiny.generate(x, max_new_tokens=8, do_sample=False, verbose=False, stop_at_eos=False)
@@ -259,14 +267,22 @@ def test_smol_steered_cached_generation_equals_uncached(smol):
     outs = []
     for cache in (True, False):
         with v.apply(smol, 2.0):
-            outs.append(smol.generate(x, max_new_tokens=12, do_sample=False,
-                                      use_past_kv_cache=cache, verbose=False, stop_at_eos=False))
+            outs.append(
+                smol.generate(
+                    x,
+                    max_new_tokens=12,
+                    do_sample=False,
+                    use_past_kv_cache=cache,
+                    verbose=False,
+                    stop_at_eos=False,
+                )
+            )
     assert torch.equal(outs[0], outs[1])
     plain = smol.generate(x, max_new_tokens=12, do_sample=False, verbose=False, stop_at_eos=False)
     again = smol.generate(x, max_new_tokens=12, do_sample=False, verbose=False, stop_at_eos=False)
     assert torch.equal(plain, again)
     assert not torch.equal(outs[0], plain)
-    text = smol.tokenizer.decode(plain[0, x.shape[1]:])
+    text = smol.tokenizer.decode(plain[0, x.shape[1] :])
     assert "---" not in text and len(set(text.split())) > 3  # coherent, not the 5.24 garbage
 
 
