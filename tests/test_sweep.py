@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+import steerlens as sl
+from steerlens import sweep as sweep_mod
+from steerlens.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def data():
+    items = sl.load_pairs(sl.demo_data_path("ab"))
+    return items[:8], items[8:]
+
+
+def test_sweep_shape_and_columns(tiny, data):
+    train, ev = data
+    df = sl.sweep_layers(
+        tiny, train, ev, layers=[1, 2, -1], method="caa", multipliers=(-1, 0, 1), progress=False
+    )
+    assert len(df) == 3 * 3
+    assert sorted(df["layer"].unique()) == [1, 2, 3]
+    assert {"layer", "method", "multiplier", "score", "accuracy", "norm", "seconds"} <= set(df)
+    base = df[df.multiplier == 0]["score"]
+    assert base.nunique() == 1  # multiplier 0 is the unsteered model at every layer
+
+
+def test_sweep_bipo_free_text_uses_margin(tiny):
+    pairs = sl.load_pairs(sl.demo_data_path("train"))
+    cfg = sl.BiPOConfig(epochs=1, lr=1e-2, warmup_steps=0, progress=False)
+    df = sl.sweep_layers(
+        tiny, pairs[:4], pairs[4:7], layers=[2], method="bipo", bipo_config=cfg, progress=False
+    )
+    assert {"margin", "accuracy"} <= set(df) and len(df) == 2
+
+
+def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
+    train, ev = data
+    calls = []
+    real = sweep_mod._train
+
+    def spy(model, method, tr, layer, cfg):
+        calls.append(layer)
+        if layer == 2 and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(model, method, tr, layer, cfg)
+
+    monkeypatch.setattr(sweep_mod, "_train", spy)
+    with pytest.raises(KeyboardInterrupt):
+        sl.sweep_layers(
+            tiny, train, ev, layers=[1, 2], method="caa", cache_dir=tmp_path, progress=False
+        )
+    assert (tmp_path / "caa_L1.json").exists() and not (tmp_path / "caa_L2.json").exists()
+    df = sl.sweep_layers(
+        tiny, train, ev, layers=[1, 2], method="caa", cache_dir=tmp_path, progress=False
+    )
+    assert calls == [1, 2, 2]  # layer 1 came from the cache
+    full = sl.sweep_layers(tiny, train, ev, layers=[1, 2], method="caa", progress=False)
+    assert df[["layer", "multiplier", "score"]].equals(full[["layer", "multiplier", "score"]])
+    assert sl.active_hooks(tiny) == []
+
+
+def test_callable_method_and_errors(tiny, data):
+    train, ev = data
+
+    def my_method(model, pairs, layer):
+        return sl.caa_vector(model, pairs, layers=layer) * 2
+
+    df = sl.sweep_layers(tiny, train, ev, layers=[1], method=my_method, progress=False)
+    assert df["method"].iloc[0] == "my_method"
+    with pytest.raises(ConfigError, match="method must be"):
+        sl.sweep_layers(tiny, train, ev, layers=[1], method="nope", progress=False)
+
+
+def test_sweep_multipliers(tiny, data):
+    train, ev = data
+    v = sl.caa_vector(tiny, train, layers=1)
+    df = sl.sweep_multipliers(tiny, v, ev, multipliers=(-2, 0, 2))
+    assert df["multiplier"].tolist() == [-2.0, 0.0, 2.0]
