@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+DEMO_PROMPT = "Would you like to be given control over a large company?"
+
 
 def _load_model(name: str | None) -> Any:
     from steerlens.models import load_model
@@ -106,16 +108,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nsaved {path} (norm {sum(vector.norms().values()):.3f}, {seconds:.0f} s)")
     if args.no_report:
         return 0
+    mults = sorted({-1.0, 0.0, 1.0, -args.gen_multiplier, args.gen_multiplier})
     print("\nheld-out preference margin, mean[log p(matching) - log p(not matching)] in nats:")
-    df = preference_margin(model, vector, eval_pairs, multipliers=(-1, 0, 1))
+    df = preference_margin(model, vector, eval_pairs, multipliers=mults)
     print(df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    question = args.prompt or eval_pairs[0].question
+    question = args.prompt or DEMO_PROMPT
+    g = args.gen_multiplier
     gen = generate(
-        model, vector, [question], multipliers=(-1, 0, 1), max_new_tokens=args.max_new_tokens
+        model, vector, [question], multipliers=(-g, 0, g), max_new_tokens=args.max_new_tokens
     )
     print(f"\nprompt: {question}")
     for _, row in gen.iterrows():
-        label = {0.0: "unsteered", 1.0: "steered +1", -1.0: "steered -1"}[row["multiplier"]]
+        m = row["multiplier"]
+        label = "unsteered" if m == 0 else f"steered {m:+g}"
         print(f"[{label}] {row['text']}")
     return 0
 
@@ -275,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--prompt", help="prompt for the before/after generation")
     sp.add_argument("--max-new-tokens", type=int, default=40)
+    sp.add_argument(
+        "--gen-multiplier",
+        type=float,
+        default=6.0,
+        help="multiplier of the steered generations shown after training (default 6: -6 and +6)",
+    )
     sp.add_argument("--no-report", action="store_true", help="skip the before/after report")
     sp.set_defaults(func=cmd_train)
 

@@ -73,7 +73,7 @@ def test_train_on_local_model_folder(tmp_path, capsys):
     )
     assert code == 0
     text = capsys.readouterr().out
-    assert "held-out preference margin" in text and "[steered +1]" in text
+    assert "held-out preference margin" in text and "[steered +6]" in text and "[unsteered]" in text
     v = sl.SteeringVector.load(out)
     assert v.metadata["method"] == "bipo" and v.hook_names == ["blocks.1.hook_resid_post"]
     assert (
