@@ -210,14 +210,13 @@ def _rows_csv(path: Path, text: str) -> tuple[list[tuple[str, dict[str, Any]]], 
                     raise DataError(f"{path}: {where}: more values than header columns {header}")
                 rows.append((where, row))
         except csv.Error as e:
-            raise DataError(f"{path}: line {reader.line_num}: unreadable CSV ({e})") from e
+            # line_num counts the lines of complete records; the bad record starts on the next.
+            raise DataError(
+                f"{path}: line {reader.line_num + 1}: unreadable CSV ({e}; the row starting on "
+                "this line is malformed or the file is truncated)"
+            ) from e
     finally:
         csv.field_size_limit(old)
-    if text.count('"') % 2 == 1:
-        raise DataError(
-            f"{path}: line {text.count(chr(10)) + 1}: unterminated quoted field "
-            "(file truncated mid-row?)"
-        )
     return rows, list(header)
 
 
