@@ -174,10 +174,11 @@ def load_model(
     Raises:
         ModelLoadError: package missing, path missing, or the hub cannot be reached.
 
-    Example:
-        >>> model = load_model()                       # doctest: +SKIP
-        >>> model.cfg.n_layers, model.cfg.d_model      # doctest: +SKIP
-        (30, 576)
+    Example::
+
+        model = load_model()                  # the embedded SmolLM2-135M-Instruct
+        model.cfg.n_layers, model.cfg.d_model # (30, 576)
+        load_model("/path/to/hf-folder")      # or a .gguf file, or a hub id
     """
     if name is None or str(name).lower() == DEFAULT_MODEL:
         hf, tok = _load_gguf_hf(smollm2_gguf_path(), dtype, use_cache=cache)

@@ -6,7 +6,7 @@ notebooks, and a dependency-free HTML export.
 >>> import pandas as pd
 >>> df = pd.DataFrame({"multiplier": [-1, 0, 1], "score": [0.2, 0.5, 0.8]})
 >>> fig = plot_multiplier_curve(df, metric="score")
->>> [round(y, 1) for y in fig.axes[0].lines[0].get_ydata()]
+>>> [round(float(y), 1) for y in fig.axes[0].lines[0].get_ydata()]
 [0.2, 0.5, 0.8]
 """
 

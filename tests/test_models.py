@@ -58,7 +58,10 @@ def test_missing_paths_raise_model_load_error(tmp_path):
 
 
 def test_hub_path_fails_clearly_offline(monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="could not load 'no-such-org/no-such-model'"):
         sl.load_model("no-such-org/no-such-model")
 
