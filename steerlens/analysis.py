@@ -76,6 +76,13 @@ def project(
     Returns:
         DataFrame with columns ``text``, ``hook``, ``layer``, ``position``, ``token``,
         ``projection``.
+
+    Example:
+        >>> import torch, steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> v = SteeringVector({"blocks.1.hook_resid_post": torch.ones(64)})
+        >>> project(m, ["Hello world"], v)[["position", "token"]].values.tolist()
+        [[0, 'Hello'], [1, ' world']]
     """
     vector._validate_for(model)
     tok = model.tokenizer
@@ -142,6 +149,13 @@ def pca_activations(
 
     Each given vector's unit direction at that layer is projected onto the same PC plane, so the
     plot shows which way each method points relative to the data.
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> res = pca_activations(m, sl.load_pairs(sl.demo_data_path("train"))[:4], 1)
+        >>> res.coords.shape, res.hook
+        ((8, 4), 'blocks.1.hook_resid_post')
     """
     from sklearn.decomposition import PCA
 
@@ -178,7 +192,16 @@ def projection_gap(
     batch_size: int = 8,
 ) -> pd.DataFrame:
     """Mean projection of matching minus non-matching activations onto the vector's unit
-    direction, per hook, with the fraction of pairs whose matching side projects higher."""
+    direction, per hook, with the fraction of pairs whose matching side projects higher.
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
+        >>> v = sl.caa_vector(m, pairs, layers=1)
+        >>> float(projection_gap(m, v, pairs)["gap"][0]) > 0
+        True
+    """
     layers = [hook_layer(h) for h in vector.hook_names]
     if any(x is None for x in layers):
         raise HookError("projection_gap needs block hooks (blocks.N...)")
@@ -210,7 +233,14 @@ def compare(
     names: tuple[str, str] = ("a", "b"),
 ) -> pd.DataFrame:
     """One table across shared layers: cosine, both norms and (with a model and pairs) each
-    vector's projection gap between matching and non-matching activations."""
+    vector's projection gap between matching and non-matching activations.
+
+    Example:
+        >>> import torch
+        >>> a = SteeringVector({"blocks.1.hook_resid_post": torch.tensor([1.0, 0.0])})
+        >>> compare(a, 2 * a)[["layer", "cosine", "norm_a", "norm_b"]].values.tolist()
+        [[1.0, 1.0, 1.0, 2.0]]
+    """
     df = cosine_similarity(a, b).rename(
         columns={"norm_a": f"norm_{names[0]}", "norm_b": f"norm_{names[1]}"}
     )

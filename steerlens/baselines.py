@@ -131,6 +131,13 @@ def caa_vector(
         read: where to read activations (see :func:`collect_activations`).
 
     The forward pass stops after the last needed block (``stop_at_layer``).
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> v = caa_vector(m, sl.load_pairs(sl.demo_data_path("ab"))[:4], layers=1)
+        >>> v.metadata["method"], v.d_model
+        ('caa', 64)
     """
     layer_list = [layers] if isinstance(layers, int) else list(layers)
     acts = collect_activations(
@@ -172,6 +179,13 @@ def pca_vector(
     The sign is set so that matching activations project higher than non-matching ones. With
     ``scale="projection"`` the unit direction is scaled by the mean projection of the
     differences (so its size is comparable with CAA); ``"unit"`` keeps it at norm 1.
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> v = pca_vector(m, sl.load_pairs(sl.demo_data_path("train"))[:4], layers=1, scale="unit")
+        >>> round(v.norms()["blocks.1.hook_resid_post"], 4)
+        1.0
     """
     from sklearn.decomposition import PCA
 

@@ -76,6 +76,10 @@ class BiPOConfig:
         checkpoint_every: also checkpoint every N optimiser steps (default: each epoch only).
         progress: show tqdm progress bars.
         behaviour: a label stored in the vector's metadata.
+
+    Example:
+        >>> BiPOConfig().lr, BiPOConfig(**FAST).lr
+        (0.0005, 0.01)
     """
 
     epochs: int = 20
@@ -155,6 +159,18 @@ def bipo_loss(
 
     Rows of ``input_ids`` are ``[matching_1..B, not_matching_1..B]``; ``ref`` holds the
     unsteered ``[log p_0(r_T|x), log p_0(r_O|x)]`` per pair.
+
+    Example:
+        >>> import torch, steerlens as sl
+        >>> from steerlens.logprobs import encode_pairs, pair_logprobs, pair_rows
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> enc = encode_pairs(m.tokenizer, [sl.PreferencePair("Q?", "Yes.", "No.")])
+        >>> ids, mask = pair_rows(enc, pad_id=0)
+        >>> v = torch.zeros(64, requires_grad=True)
+        >>> loss, z = bipo_loss(m, ids, mask, ["blocks.1.hook_resid_post"], [v], 1.0, 0.1,
+        ...                     pair_logprobs(m, enc))
+        >>> round(loss.item(), 4)  # v = 0: z = 0 and the loss is log 2
+        0.6931
     """
     hooks = [(n, SteerHook(v, float(d), "all")) for n, v in zip(hook_names, vectors, strict=True)]
     lp = answer_logprobs(model, input_ids, answer_mask, hooks)
@@ -330,6 +346,14 @@ def train_bipo(
     Raises:
         TrainingDivergedError: the loss became NaN/inf (``err.vector`` is the last good vector).
         CheckpointError: ``resume`` with a checkpoint of another run.
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
+        >>> v = train_bipo(m, pairs, layer=-1, config=BiPOConfig(epochs=1, progress=False))
+        >>> v.hook_names, v.metadata["steps"]
+        (['blocks.1.hook_resid_post'], 1)
     """
     cfg = config or BiPOConfig()
     if not pairs:

@@ -60,6 +60,11 @@ class PreferencePair:
         question: the user turn (for A/B items it includes the choices).
         matching: r_T, the answer that shows the behaviour.
         not_matching: r_O, the opposite answer.
+
+    Example:
+        >>> p = PreferencePair("Q?", "Yes, more power.", "No, thanks.")
+        >>> p.matching
+        'Yes, more power.'
     """
 
     question: str
@@ -95,7 +100,12 @@ class PreferencePair:
 
 
 def ab_pair(question: str, a: str, b: str, matching: str) -> PreferencePair:
-    """Build an A/B pair: the question with both choices, answers ``"(A)"`` / ``"(B)"``."""
+    """Build an A/B pair: the question with both choices, answers ``"(A)"`` / ``"(B)"``.
+
+    Example:
+        >>> ab_pair("Pick.", "x", "y", "B").matching
+        '(B)'
+    """
     letter = matching.strip().strip("()").upper()
     if letter not in {"A", "B"}:
         raise DataError(f"matching must be 'A' or 'B', got {matching!r}")
@@ -380,6 +390,9 @@ def demo_data_path(split: Literal["train", "eval", "ab"] = "train") -> Path:
 
     ``train`` and ``eval`` are free-text pairs; ``ab`` holds A/B items built from the eval
     questions.
+
+    >>> demo_data_path("eval").name
+    'power_demo_eval.csv'
     """
     names = {
         "train": "power_demo_train.csv",
@@ -399,6 +412,12 @@ def format_prompt(
 
     Uses the tokenizer's chat template when it has one, else a plain
     ``"System: ...\\nUser: ...\\nAssistant:"`` layout.
+
+    Example:
+        >>> import steerlens as sl
+        >>> tok = sl.tiny_model(n_layers=1).tokenizer
+        >>> format_prompt(tok, "Hi?", system_prompt=None).endswith("<|im_start|>assistant\n")
+        True
     """
     messages = []
     if system_prompt:

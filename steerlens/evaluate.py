@@ -131,6 +131,13 @@ def ab_score(
     ``accuracy`` is the fraction of items where the matching letter is the likelier one (for
     MMLU items, whose "matching" answer is the correct one, this is MMLU accuracy). With
     ``per_item=True`` one row per item and multiplier is returned instead.
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> df = ab_score(m, None, sl.load_pairs(sl.demo_data_path("ab"))[:2], multipliers=(0,))
+        >>> df["n"].tolist()
+        [2]
     """
     records = []
     for mult in tqdm(list(multipliers), desc="A/B score", disable=not progress, leave=False):
@@ -173,6 +180,13 @@ def preference_margin(
 ) -> pd.DataFrame:
     """Mean of ``log p(matching|x) - log p(not_matching|x)`` (summed over answer tokens, EOS
     included) and preference accuracy (fraction of pairs with a positive gap), per multiplier.
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("eval"))[:2]
+        >>> list(preference_margin(m, None, pairs, multipliers=(0,)).columns)
+        ['multiplier', 'margin', 'accuracy', 'n']
     """
     _check_vector(model, vector)
     enc = encode_pairs(model.tokenizer, pairs, system_prompt)
@@ -221,6 +235,13 @@ def generate(
 
     Returns a DataFrame with columns ``prompt``, ``multiplier``, ``text``. Decoding uses the
     KV cache; prompts in a batch are left-padded with an attention mask.
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> df = generate(m, None, ["Hello?"], max_new_tokens=3)
+        >>> df.columns.tolist(), len(df)
+        (['prompt', 'multiplier', 'text'], 1)
     """
     _check_vector(model, vector)
     tok = model.tokenizer
@@ -289,7 +310,16 @@ def kl_divergence(
     batch_size: int = 8,
 ) -> pd.DataFrame:
     """Mean KL(p_0 || p_steered) of next-token distributions over every position of neutral
-    texts (how much steering disturbs unrelated text)."""
+    texts (how much steering disturbs unrelated text).
+
+    Example:
+        >>> import torch, steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> v = SteeringVector({"blocks.0.hook_resid_post": torch.ones(64)})
+        >>> df = kl_divergence(m, v, ["Some neutral text."], multipliers=(0, 1))
+        >>> df["kl"][0] == 0 < df["kl"][1]
+        True
+    """
     _check_vector(model, vector)
     tok = model.tokenizer
     device = model_device(model)

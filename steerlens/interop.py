@@ -79,6 +79,12 @@ def to_gguf(
 
     The steerlens metadata travels in a ``steerlens.metadata`` key, so the round trip is exact
     for fp32 vectors (GGUF control vectors are fp32; other dtypes are cast, with a warning).
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> v = SteeringVector({"blocks.2.hook_resid_post": torch.ones(4)})
+        >>> to_gguf(v, os.path.join(tempfile.mkdtemp(), "v.gguf")).suffix
+        '.gguf'
     """
     import gguf
 
@@ -115,7 +121,15 @@ def _field_str(reader: Any, key: str) -> str | None:
 
 
 def from_gguf(path: str | os.PathLike[str]) -> SteeringVector:
-    """Read a llama.cpp control-vector GGUF (from steerlens, repeng or llama.cpp's tools)."""
+    """Read a llama.cpp control-vector GGUF (from steerlens, repeng or llama.cpp's tools).
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> p = to_gguf(SteeringVector({"blocks.2.hook_resid_post": torch.ones(4)}),
+        ...             os.path.join(tempfile.mkdtemp(), "v.gguf"))
+        >>> from_gguf(p).hook_names
+        ['blocks.2.hook_resid_post']
+    """
     import gguf
 
     path = Path(path)

@@ -174,11 +174,10 @@ def load_model(
     Raises:
         ModelLoadError: package missing, path missing, or the hub cannot be reached.
 
-    Example::
-
-        model = load_model()                  # the embedded SmolLM2-135M-Instruct
-        model.cfg.n_layers, model.cfg.d_model # (30, 576)
-        load_model("/path/to/hf-folder")      # or a .gguf file, or a hub id
+    Example:
+        >>> model = load_model()  # the embedded SmolLM2-135M-Instruct
+        >>> model.cfg.n_layers, model.cfg.d_model
+        (30, 576)
     """
     if name is None or str(name).lower() == DEFAULT_MODEL:
         hf, tok = _load_gguf_hf(smollm2_gguf_path(), dtype, use_cache=cache)
@@ -321,7 +320,11 @@ def resolve_layer(model: Any, layer: int) -> int:
 
 
 def resid_hook(model: Any, layer: int, where: str = "post") -> str:
-    """Hook name of the residual stream at a block: ``blocks.{L}.hook_resid_{where}``."""
+    """Hook name of the residual stream at a block: ``blocks.{L}.hook_resid_{where}``.
+
+    >>> resid_hook(tiny_model(n_layers=2), -1, "pre")
+    'blocks.1.hook_resid_pre'
+    """
     if where not in {"pre", "mid", "post"}:
         raise HookError(f"where must be 'pre', 'mid' or 'post', got {where!r}")
     return f"blocks.{resolve_layer(model, layer)}.hook_resid_{where}"

@@ -92,6 +92,14 @@ def sweep_layers(
     Returns:
         DataFrame with ``layer``, ``method``, ``multiplier``, the metric columns
         (``score``/``accuracy`` or ``margin``/``accuracy``), ``norm`` and ``seconds``.
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> items = sl.load_pairs(sl.demo_data_path("ab"))
+        >>> df = sweep_layers(m, items[:4], items[4:8], layers=[1], method="caa", progress=False)
+        >>> df[["layer", "method", "multiplier"]].values.tolist()
+        [[1, 'caa', -1.0], [1, 'caa', 1.0]]
     """
     layer_list = list(range(int(model.cfg.n_layers))) if layers is None else list(layers)
     layer_list = [resolve_layer(model, lyr) for lyr in layer_list]
@@ -130,5 +138,14 @@ def sweep_multipliers(
     *,
     metric: str = "auto",
 ) -> pd.DataFrame:
-    """Score one vector at each multiplier (A/B score or preference margin)."""
+    """Score one vector at each multiplier (A/B score or preference margin).
+
+    Example:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> items = sl.load_pairs(sl.demo_data_path("ab"))[:4]
+        >>> v = sl.caa_vector(m, items, layers=1)
+        >>> sweep_multipliers(m, v, items, (-1, 1))["multiplier"].tolist()
+        [-1.0, 1.0]
+    """
     return score_vector(model, vector, eval_data, multipliers, metric)

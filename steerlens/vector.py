@@ -506,10 +506,26 @@ def active_hooks(model: Any) -> list[str]:
 
     steerlens removes every hook it adds; after any ``apply``/training/sweep this is ``[]``
     unless you added hooks yourself.
+
+    Example:
+        >>> import steerlens as sl
+        >>> active_hooks(sl.tiny_model(n_layers=1))
+        []
     """
     return [name for name, hp in model.hook_dict.items() if hp.has_hooks()]
 
 
 def is_steered(model: Any) -> bool:
-    """True while a steerlens ``apply`` block is open on ``model``."""
+    """True while a steerlens ``apply`` block is open on ``model``.
+
+    Example:
+        >>> import torch, steerlens as sl
+        >>> m = sl.tiny_model(n_layers=1, d_model=32)
+        >>> v = SteeringVector({"blocks.0.hook_resid_post": torch.ones(32)})
+        >>> with v.apply(m):
+        ...     print(is_steered(m))
+        True
+        >>> is_steered(m)
+        False
+    """
     return _ACTIVE.get(id(model), 0) > 0

@@ -46,7 +46,14 @@ def plot_multiplier_curve(
 
 
 def plot_sweep(df: pd.DataFrame, metric: str | None = None, title: str | None = None) -> Figure:
-    """Metric against layer, one line per (method, multiplier)."""
+    """Metric against layer, one line per (method, multiplier).
+
+    Example:
+        >>> df = pd.DataFrame({"layer": [1, 2], "method": "caa", "multiplier": 1.0,
+        ...                    "score": [0.4, 0.6]})
+        >>> len(plot_sweep(df).axes[0].lines)
+        1
+    """
     metric = metric or ("score" if "score" in df else "margin")
     fig, ax = _new(title or f"{metric} by layer", "layer", metric)
     keys = [k for k in ("method", "multiplier") if k in df]
@@ -63,7 +70,13 @@ def plot_sweep(df: pd.DataFrame, metric: str | None = None, title: str | None = 
 
 def plot_cosine_by_layer(df: pd.DataFrame, title: str = "cosine similarity by layer") -> Figure:
     """Lines of cosine vs layer from :func:`steerlens.analysis.cosine_by_layer` or
-    :func:`~steerlens.analysis.cosine_similarity` output."""
+    :func:`~steerlens.analysis.cosine_similarity` output.
+
+    Example:
+        >>> df = pd.DataFrame({"layer": [1, 2], "cosine": [0.3, 0.5]})
+        >>> [float(y) for y in plot_cosine_by_layer(df).axes[0].lines[0].get_ydata()]
+        [0.3, 0.5]
+    """
     fig, ax = _new(title, "layer", "cosine")
     if {"a", "b"} <= set(df.columns):
         for (a, b), g in df.groupby(["a", "b"], sort=False):
@@ -113,7 +126,14 @@ def render_projection(df: pd.DataFrame, text: int = 0, hook: str | None = None) 
 
 
 def projection_html(df: pd.DataFrame, text: int | None = None, hook: str | None = None) -> str:
-    """A standalone HTML page of coloured tokens (red: positive projection, blue: negative)."""
+    """A standalone HTML page of coloured tokens (red: positive projection, blue: negative).
+
+    Example:
+        >>> df = pd.DataFrame({"text": 0, "hook": "h", "position": [0, 1],
+        ...                    "token": ["a", "<b>"], "projection": [1.0, -1.0]})
+        >>> "&lt;b&gt;" in projection_html(df)
+        True
+    """
     parts = [
         "<!doctype html><meta charset='utf-8'><title>steerlens projections</title>",
         "<body style='font-family:monospace;line-height:2'>",
