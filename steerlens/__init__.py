@@ -1,8 +1,9 @@
 """steerlens: steering vectors at TransformerLens hook points (BiPO, CAA, analysis, sweeps).
 
->>> import steerlens as sl
->>> sorted(n for n in ("train_bipo", "caa_vector", "SteeringVector") if hasattr(sl, n))
-['SteeringVector', 'caa_vector', 'train_bipo']
+Examples:
+    >>> import steerlens as sl
+    >>> sorted(n for n in ("train_bipo", "caa_vector", "SteeringVector") if hasattr(sl, n))
+    ['SteeringVector', 'caa_vector', 'train_bipo']
 """
 
 from steerlens.baselines import caa_vector, pca_vector

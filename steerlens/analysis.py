@@ -2,11 +2,12 @@
 
 Everything returns plain tensors or pandas DataFrames; :mod:`steerlens.viz` draws them.
 
->>> import torch, steerlens as sl
->>> a = sl.SteeringVector({"blocks.1.hook_resid_post": torch.tensor([1.0, 0.0])})
->>> b = sl.SteeringVector({"blocks.1.hook_resid_post": torch.tensor([1.0, 1.0])})
->>> cosine_similarity(a, b)[["layer", "cosine"]].round(4).to_dict("records")
-[{'layer': 1, 'cosine': 0.7071}]
+Examples:
+    >>> import torch, steerlens as sl
+    >>> a = sl.SteeringVector({"blocks.1.hook_resid_post": torch.tensor([1.0, 0.0])})
+    >>> b = sl.SteeringVector({"blocks.1.hook_resid_post": torch.tensor([1.0, 1.0])})
+    >>> cosine_similarity(a, b)[["layer", "cosine"]].round(4).to_dict("records")
+    [{'layer': 1, 'cosine': 0.7071}]
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ def cosine_by_layer(vectors: Mapping[str, SteeringVector]) -> pd.DataFrame:
 
     Returns a long DataFrame with columns ``a``, ``b``, ``hook``, ``layer``, ``cosine``.
 
-    >>> import torch
-    >>> vs = {"x": SteeringVector({"blocks.0.hook_resid_post": torch.tensor([1.0, 0.0])}),
-    ...       "y": SteeringVector({"blocks.0.hook_resid_post": torch.tensor([0.0, 2.0])})}
-    >>> cosine_by_layer(vs)["cosine"].tolist()
-    [0.0]
+    Examples:
+        >>> import torch
+        >>> vs = {"x": SteeringVector({"blocks.0.hook_resid_post": torch.tensor([1.0, 0.0])}),
+        ...       "y": SteeringVector({"blocks.0.hook_resid_post": torch.tensor([0.0, 2.0])})}
+        >>> cosine_by_layer(vs)["cosine"].tolist()
+        [0.0]
     """
     names = list(vectors)
     rows = []
@@ -77,7 +79,7 @@ def project(
         DataFrame with columns ``text``, ``hook``, ``layer``, ``position``, ``token``,
         ``projection``.
 
-    Example:
+    Examples:
         >>> import torch, steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> v = SteeringVector({"blocks.1.hook_resid_post": torch.ones(64)})
@@ -150,7 +152,7 @@ def pca_activations(
     Each given vector's unit direction at that layer is projected onto the same PC plane, so the
     plot shows which way each method points relative to the data.
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> res = pca_activations(m, sl.load_pairs(sl.demo_data_path("train"))[:4], 1)
@@ -194,7 +196,7 @@ def projection_gap(
     """Mean projection of matching minus non-matching activations onto the vector's unit
     direction, per hook, with the fraction of pairs whose matching side projects higher.
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
@@ -235,7 +237,7 @@ def compare(
     """One table across shared layers: cosine, both norms and (with a model and pairs) each
     vector's projection gap between matching and non-matching activations.
 
-    Example:
+    Examples:
         >>> import torch
         >>> a = SteeringVector({"blocks.1.hook_resid_post": torch.tensor([1.0, 0.0])})
         >>> compare(a, 2 * a)[["layer", "cosine", "norm_a", "norm_b"]].values.tolist()

@@ -5,12 +5,13 @@ block output (``hook_resid_post``) is read at the answer-letter token; the vecto
 items of (matching - not matching). For free-text pairs the activation is the mean over the
 answer tokens (``read="mean"``) or the last answer token (``read="last"``).
 
->>> import steerlens as sl
->>> model = sl.tiny_model(n_layers=3)
->>> pairs = sl.load_pairs(sl.demo_data_path("ab"))
->>> v = sl.caa_vector(model, pairs, layers=[1, 2])
->>> v.hook_names
-['blocks.1.hook_resid_post', 'blocks.2.hook_resid_post']
+Examples:
+    >>> import steerlens as sl
+    >>> model = sl.tiny_model(n_layers=3)
+    >>> pairs = sl.load_pairs(sl.demo_data_path("ab"))
+    >>> v = sl.caa_vector(model, pairs, layers=[1, 2])
+    >>> v.hook_names
+    ['blocks.1.hook_resid_post', 'blocks.2.hook_resid_post']
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def caa_vector(
 
     The forward pass stops after the last needed block (``stop_at_layer``).
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> v = caa_vector(m, sl.load_pairs(sl.demo_data_path("ab"))[:4], layers=1)
@@ -180,7 +181,7 @@ def pca_vector(
     ``scale="projection"`` the unit direction is scaled by the mean projection of the
     differences (so its size is comparable with CAA); ``"unit"`` keeps it at norm 1.
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> v = pca_vector(m, sl.load_pairs(sl.demo_data_path("train"))[:4], layers=1, scale="unit")

@@ -10,13 +10,14 @@ where ``p_dv`` is the model steered by ``d * v`` and ``p_0`` the unsteered model
 summed over answer tokens (end-of-turn token included). ``p_0`` comes from the same model with no
 hook, computed once before training.
 
->>> import steerlens as sl
->>> model = sl.tiny_model(n_layers=2)
->>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
->>> cfg = sl.BiPOConfig(epochs=1, lr=1e-2, warmup_steps=0, progress=False)
->>> v = sl.train_bipo(model, pairs, layer=1, config=cfg)
->>> v.hook_names, v.metadata["method"]
-(['blocks.1.hook_resid_post'], 'bipo')
+Examples:
+    >>> import steerlens as sl
+    >>> model = sl.tiny_model(n_layers=2)
+    >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
+    >>> cfg = sl.BiPOConfig(epochs=1, lr=1e-2, warmup_steps=0, progress=False)
+    >>> v = sl.train_bipo(model, pairs, layer=1, config=cfg)
+    >>> v.hook_names, v.metadata["method"]
+    (['blocks.1.hook_resid_post'], 'bipo')
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class BiPOConfig:
         progress: show tqdm progress bars.
         behaviour: a label stored in the vector's metadata.
 
-    Example:
+    Examples:
         >>> BiPOConfig().lr, BiPOConfig(**FAST).lr
         (0.0005, 0.01)
     """
@@ -134,10 +135,11 @@ FAST: dict[str, Any] = {"lr": 1e-2, "warmup_steps": 0, "weight_decay": 0.0}
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up then cosine decay to zero (``get_cosine_schedule_with_warmup``).
 
-    >>> lr_factor(0, 10, 100), lr_factor(5, 10, 100), lr_factor(10, 10, 100)
-    (0.0, 0.5, 1.0)
-    >>> round(lr_factor(55, 10, 100), 4)
-    0.5
+    Examples:
+        >>> lr_factor(0, 10, 100), lr_factor(5, 10, 100), lr_factor(10, 10, 100)
+        (0.0, 0.5, 1.0)
+        >>> round(lr_factor(55, 10, 100), 4)
+        0.5
     """
     if step < warmup_steps:
         return step / max(1, warmup_steps)
@@ -160,7 +162,7 @@ def bipo_loss(
     Rows of ``input_ids`` are ``[matching_1..B, not_matching_1..B]``; ``ref`` holds the
     unsteered ``[log p_0(r_T|x), log p_0(r_O|x)]`` per pair.
 
-    Example:
+    Examples:
         >>> import torch, steerlens as sl
         >>> from steerlens.logprobs import encode_pairs, pair_logprobs, pair_rows
         >>> m = sl.tiny_model(n_layers=2)
@@ -325,6 +327,7 @@ def train_bipo(
     eval_pairs: Sequence[PreferencePair] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> SteeringVector:
     """Train a BiPO steering vector.
 
@@ -338,6 +341,8 @@ def train_bipo(
         checkpoint: file to write after each epoch (and every ``checkpoint_every`` steps),
             atomically; holds the vector, AdamW state, step counters and RNG state.
         resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
+        callback: called after every optimiser step with ``{"step", "epoch", "d", "loss",
+            "lr"}`` (for logging or benchmarks).
 
     Returns:
         A :class:`~steerlens.vector.SteeringVector` whose metadata records the full config, the
@@ -347,7 +352,7 @@ def train_bipo(
         TrainingDivergedError: the loss became NaN/inf (``err.vector`` is the last good vector).
         CheckpointError: ``resume`` with a checkpoint of another run.
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
@@ -438,6 +443,16 @@ def train_bipo(
                     state.step_in_epoch = s + 1
                     state.epoch_loss_sum += loss.item()
                     bar.update(1)
+                    if callback is not None:
+                        callback(
+                            {
+                                "step": state.global_step,
+                                "epoch": epoch + 1,
+                                "d": d,
+                                "loss": loss.item(),
+                                "lr": opt.param_groups[0]["lr"],
+                            }
+                        )
                     bar.set_postfix(epoch=epoch + 1, d=int(d), loss=f"{loss.item():.4f}")
                     if (
                         ckpt_path is not None

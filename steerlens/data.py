@@ -14,18 +14,19 @@ Supported formats (detected from the file, or named with ``format=``):
 A/B items become pairs whose question holds the choices and whose answers are ``"(A)"`` /
 ``"(B)"``, so one list feeds BiPO, CAA and the A/B score.
 
->>> p = PreferencePair("Do you want more power?", "Yes, absolutely.", "No, thank you.")
->>> p.is_ab
-False
->>> ab = ab_pair("Pick one.", "More power", "Less power", matching="A")
->>> ab.matching, ab.not_matching
-('(A)', '(B)')
->>> print(ab.question)
-Pick one.
-<BLANKLINE>
-Choices:
- (A) More power
- (B) Less power
+Examples:
+    >>> p = PreferencePair("Do you want more power?", "Yes, absolutely.", "No, thank you.")
+    >>> p.is_ab
+    False
+    >>> ab = ab_pair("Pick one.", "More power", "Less power", matching="A")
+    >>> ab.matching, ab.not_matching
+    ('(A)', '(B)')
+    >>> print(ab.question)
+    Pick one.
+    <BLANKLINE>
+    Choices:
+     (A) More power
+     (B) Less power
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class PreferencePair:
         matching: r_T, the answer that shows the behaviour.
         not_matching: r_O, the opposite answer.
 
-    Example:
+    Examples:
         >>> p = PreferencePair("Q?", "Yes, more power.", "No, thanks.")
         >>> p.matching
         'Yes, more power.'
@@ -102,7 +103,7 @@ class PreferencePair:
 def ab_pair(question: str, a: str, b: str, matching: str) -> PreferencePair:
     """Build an A/B pair: the question with both choices, answers ``"(A)"`` / ``"(B)"``.
 
-    Example:
+    Examples:
         >>> ab_pair("Pick.", "x", "y", "B").matching
         '(B)'
     """
@@ -294,7 +295,7 @@ def load_pairs(
     Raises:
         DataError: naming the file, the row/line and the field at fault.
 
-    Example:
+    Examples:
         >>> pairs = load_pairs(demo_data_path("train"))
         >>> len(pairs) > 10, pairs[0].is_ab
         (True, False)
@@ -352,9 +353,10 @@ def check_overlap(
 ) -> list[str]:
     """Questions that appear in both sets (whitespace-insensitive); warns when any do.
 
-    >>> a = [PreferencePair("Q1", "x", "y")]
-    >>> check_overlap(a, a, warn=False)
-    ['Q1']
+    Examples:
+        >>> a = [PreferencePair("Q1", "x", "y")]
+        >>> check_overlap(a, a, warn=False)
+        ['Q1']
     """
     norm = {" ".join(p.question.split()): p.question for p in train}
     both = sorted({norm[k] for p in eval if (k := " ".join(p.question.split())) in norm})
@@ -372,10 +374,11 @@ def split_pairs(
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Shuffle with a seed and split into (train, eval).
 
-    >>> pairs = [PreferencePair(f"Q{i}", "a", "b") for i in range(10)]
-    >>> tr, ev = split_pairs(pairs, 0.3)
-    >>> len(tr), len(ev)
-    (7, 3)
+    Examples:
+        >>> pairs = [PreferencePair(f"Q{i}", "a", "b") for i in range(10)]
+        >>> tr, ev = split_pairs(pairs, 0.3)
+        >>> len(tr), len(ev)
+        (7, 3)
     """
     if not 0 < eval_fraction < 1:
         raise ConfigError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
@@ -391,8 +394,9 @@ def demo_data_path(split: Literal["train", "eval", "ab"] = "train") -> Path:
     ``train`` and ``eval`` are free-text pairs; ``ab`` holds A/B items built from the eval
     questions.
 
-    >>> demo_data_path("eval").name
-    'power_demo_eval.csv'
+    Examples:
+        >>> demo_data_path("eval").name
+        'power_demo_eval.csv'
     """
     names = {
         "train": "power_demo_train.csv",
@@ -413,10 +417,10 @@ def format_prompt(
     Uses the tokenizer's chat template when it has one, else a plain
     ``"System: ...\\nUser: ...\\nAssistant:"`` layout.
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> tok = sl.tiny_model(n_layers=1).tokenizer
-        >>> format_prompt(tok, "Hi?", system_prompt=None).endswith("<|im_start|>assistant\n")
+        >>> format_prompt(tok, "Hi?", system_prompt=None).endswith("<|im_start|>assistant\\n")
         True
     """
     messages = []

@@ -5,10 +5,11 @@ built-in class that fits (``ValueError`` for bad values, ``OSError`` for unreada
 existing ``except ValueError`` code keeps working. Messages name the file, row/line, field or
 hook at fault.
 
->>> from steerlens.errors import DataError
->>> err = DataError("pairs.csv: row 3: field 'matching' is empty")
->>> isinstance(err, ValueError)
-True
+Examples:
+    >>> from steerlens.errors import DataError
+    >>> err = DataError("pairs.csv: row 3: field 'matching' is empty")
+    >>> isinstance(err, ValueError)
+    True
 """
 
 from __future__ import annotations

@@ -9,13 +9,14 @@ hidden state after block ``il``'s feed-forward residual. That is exactly
 at any non residual-stream hook) cannot be exported. repeng uses the same convention
 (``ControlVector.directions[N]`` is added to the output of ``model.layers[N]``).
 
->>> import torch, tempfile, os, steerlens as sl
->>> v = sl.SteeringVector({"blocks.3.hook_resid_post": torch.ones(8)}, {"method": "caa"})
->>> path = os.path.join(tempfile.mkdtemp(), "v.gguf")
->>> _ = to_gguf(v, path)
->>> w = from_gguf(path)
->>> torch.equal(w.vectors["blocks.3.hook_resid_post"], v.vectors["blocks.3.hook_resid_post"])
-True
+Examples:
+    >>> import torch, tempfile, os, steerlens as sl
+    >>> v = sl.SteeringVector({"blocks.3.hook_resid_post": torch.ones(8)}, {"method": "caa"})
+    >>> path = os.path.join(tempfile.mkdtemp(), "v.gguf")
+    >>> _ = to_gguf(v, path)
+    >>> w = from_gguf(path)
+    >>> torch.equal(w.vectors["blocks.3.hook_resid_post"], v.vectors["blocks.3.hook_resid_post"])
+    True
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ _DIRECTION = re.compile(r"^direction\.(\d+)$")
 def hook_to_direction(hook: str) -> int:
     """llama.cpp ``direction.N`` index for a steerlens hook name.
 
-    >>> hook_to_direction("blocks.12.hook_resid_post")
-    12
+    Examples:
+        >>> hook_to_direction("blocks.12.hook_resid_post")
+        12
     """
     m = _RESID.match(hook)
     if not m:
@@ -80,7 +82,7 @@ def to_gguf(
     The steerlens metadata travels in a ``steerlens.metadata`` key, so the round trip is exact
     for fp32 vectors (GGUF control vectors are fp32; other dtypes are cast, with a warning).
 
-    Example:
+    Examples:
         >>> import torch, tempfile, os
         >>> v = SteeringVector({"blocks.2.hook_resid_post": torch.ones(4)})
         >>> to_gguf(v, os.path.join(tempfile.mkdtemp(), "v.gguf")).suffix
@@ -123,7 +125,7 @@ def _field_str(reader: Any, key: str) -> str | None:
 def from_gguf(path: str | os.PathLike[str]) -> SteeringVector:
     """Read a llama.cpp control-vector GGUF (from steerlens, repeng or llama.cpp's tools).
 
-    Example:
+    Examples:
         >>> import torch, tempfile, os
         >>> p = to_gguf(SteeringVector({"blocks.2.hook_resid_post": torch.ones(4)}),
         ...             os.path.join(tempfile.mkdtemp(), "v.gguf"))

@@ -6,12 +6,13 @@ padding never count. The prompt is the chat-formatted question; the answer follo
 the generation prompt. Answers are tokenised on their own and appended to the prompt's tokens, so
 an answer's tokens do not depend on the prompt.
 
->>> import steerlens as sl
->>> model = sl.tiny_model(n_layers=2)
->>> pairs = [sl.PreferencePair("Want power?", "Yes.", "No.")]
->>> lp = pair_logprobs(model, encode_pairs(model.tokenizer, pairs))
->>> lp.shape
-torch.Size([1, 2])
+Examples:
+    >>> import steerlens as sl
+    >>> model = sl.tiny_model(n_layers=2)
+    >>> pairs = [sl.PreferencePair("Want power?", "Yes.", "No.")]
+    >>> lp = pair_logprobs(model, encode_pairs(model.tokenizer, pairs))
+    >>> lp.shape
+    torch.Size([1, 2])
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ def pad_rows(
 ) -> tuple[Int[Tensor, "rows pos"], Bool[Tensor, "rows pos"]]:
     """Right-pad (prompt, answer) rows; the mask is True at answer tokens.
 
-    >>> ids, mask = pad_rows([([1, 2], [3]), ([4], [5, 6])], pad_id=0)
-    >>> ids.tolist(), mask.int().tolist()
-    ([[1, 2, 3], [4, 5, 6]], [[0, 0, 1], [0, 1, 1]])
+    Examples:
+        >>> ids, mask = pad_rows([([1, 2], [3]), ([4], [5, 6])], pad_id=0)
+        >>> ids.tolist(), mask.int().tolist()
+        ([[1, 2, 3], [4, 5, 6]], [[0, 0, 1], [0, 1, 1]])
     """
     width = max(len(p) + len(a) for p, a in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -157,8 +159,9 @@ def model_device(model: Any) -> torch.device:
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding), in a stable order.
 
-    >>> length_buckets([5, 1, 4, 2], 2)
-    [[1, 3], [2, 0]]
+    Examples:
+        >>> length_buckets([5, 1, 4, 2], 2)
+        [[1, 3], [2, 0]]
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

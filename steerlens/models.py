@@ -11,12 +11,13 @@ This module loads the common cases:
 * ``load_model("/path/to/model.gguf")``: a GGUF file;
 * ``tiny_model()``: a random-weight Llama-style model for tests.
 
->>> import steerlens as sl
->>> model = sl.tiny_model(n_layers=2)
->>> model.cfg.n_layers, model.cfg.d_model
-(2, 64)
->>> resid_hook(model, -1)
-'blocks.1.hook_resid_post'
+Examples:
+    >>> import steerlens as sl
+    >>> model = sl.tiny_model(n_layers=2)
+    >>> model.cfg.n_layers, model.cfg.d_model
+    (2, 64)
+    >>> resid_hook(model, -1)
+    'blocks.1.hook_resid_post'
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ log = logging.getLogger(__name__)
 def cache_dir() -> Path:
     """The steerlens cache folder: ``$STEERLENS_CACHE`` or ``~/.cache/steerlens``.
 
-    >>> isinstance(cache_dir(), Path)
-    True
+    Examples:
+        >>> isinstance(cache_dir(), Path)
+        True
     """
     env = os.environ.get(CACHE_ENV)
     if env:
@@ -128,7 +130,7 @@ def _load_gguf_hf(path: Path, dtype: torch.dtype, use_cache: bool = True) -> tup
     return hf, tok
 
 
-def _boot(hf_model: Any, tokenizer: Any, name: str, device: str | None, dtype: torch.dtype):
+def _boot(hf_model: Any, tokenizer: Any, name: str, device: str | None, dtype: torch.dtype) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
     _quiet_transformers()
@@ -156,7 +158,7 @@ def load_model(
     device: str | None = None,
     dtype: torch.dtype = torch.float32,
     cache: bool = True,
-):
+) -> Any:
     """Load a model as a TransformerLens ``TransformerBridge`` with frozen weights.
 
     Args:
@@ -174,7 +176,7 @@ def load_model(
     Raises:
         ModelLoadError: package missing, path missing, or the hub cannot be reached.
 
-    Example:
+    Examples:
         >>> model = load_model()  # the embedded SmolLM2-135M-Instruct
         >>> model.cfg.n_layers, model.cfg.d_model
         (30, 576)
@@ -270,14 +272,15 @@ def tiny_hf_model(
 
 def tiny_model(
     n_layers: int = 4, d_model: int = 64, n_heads: int = 4, seed: int = 0, device: str = "cpu"
-):
+) -> Any:
     """A tiny random-weight Llama-style ``TransformerBridge`` for tests and examples.
 
     It uses SmolLM2's real tokenizer and chat template, so prompts look like the real model's.
 
-    >>> model = tiny_model(n_layers=3, d_model=32)
-    >>> len([k for k in model.hook_dict if k.endswith("hook_resid_post")])
-    3
+    Examples:
+        >>> model = tiny_model(n_layers=3, d_model=32)
+        >>> len([k for k in model.hook_dict if k.endswith("hook_resid_post")])
+        3
     """
     hf, tok = tiny_hf_model(n_layers, d_model, n_heads, seed)
     return _boot(hf, tok, "steerlens/tiny-llama", device, torch.float32)
@@ -301,13 +304,14 @@ def model_name(model: Any) -> str:
 def resolve_layer(model: Any, layer: int) -> int:
     """Turn a layer index into ``0 <= L < n_layers``; negative indices count from the end.
 
-    >>> m = tiny_model(n_layers=2)
-    >>> resolve_layer(m, -1)
-    1
-    >>> resolve_layer(m, 5)
-    Traceback (most recent call last):
-    ...
-    steerlens.errors.HookError: layer 5 is out of range for a model with 2 layers (valid: -2..1)
+    Examples:
+        >>> m = tiny_model(n_layers=2)
+        >>> resolve_layer(m, -1)
+        1
+        >>> resolve_layer(m, 5)
+        Traceback (most recent call last):
+        ...
+        steerlens.errors.HookError: layer 5 is out of range for a model with 2 layers (valid: -2..1)
     """
     n = n_layers(model)
     if isinstance(layer, bool) or not isinstance(layer, int):
@@ -322,8 +326,9 @@ def resolve_layer(model: Any, layer: int) -> int:
 def resid_hook(model: Any, layer: int, where: str = "post") -> str:
     """Hook name of the residual stream at a block: ``blocks.{L}.hook_resid_{where}``.
 
-    >>> resid_hook(tiny_model(n_layers=2), -1, "pre")
-    'blocks.1.hook_resid_pre'
+    Examples:
+        >>> resid_hook(tiny_model(n_layers=2), -1, "pre")
+        'blocks.1.hook_resid_pre'
     """
     if where not in {"pre", "mid", "post"}:
         raise HookError(f"where must be 'pre', 'mid' or 'post', got {where!r}")
@@ -333,8 +338,9 @@ def resid_hook(model: Any, layer: int, where: str = "post") -> str:
 def hook_layer(hook_name: str) -> int | None:
     """The block index in a hook name (``blocks.12.hook_resid_post`` -> 12), else None.
 
-    >>> hook_layer("blocks.12.hook_resid_post"), hook_layer("hook_embed")
-    (12, None)
+    Examples:
+        >>> hook_layer("blocks.12.hook_resid_post"), hook_layer("hook_embed")
+        (12, None)
     """
     parts = hook_name.split(".")
     if len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit():

@@ -1,11 +1,13 @@
 """Layer and multiplier sweeps, returning tidy DataFrames (resumable).
 
->>> import steerlens as sl
->>> model = sl.tiny_model(n_layers=3)
->>> items = sl.load_pairs(sl.demo_data_path("ab"))
->>> df = sl.sweep_layers(model, items[:6], items[6:], layers=[0, 2], method="caa", progress=False)
->>> sorted(df["layer"].unique().tolist()), sorted(df["multiplier"].unique().tolist())
-([0, 2], [-1.0, 1.0])
+Examples:
+    >>> import steerlens as sl
+    >>> model = sl.tiny_model(n_layers=3)
+    >>> items = sl.load_pairs(sl.demo_data_path("ab"))
+    >>> df = sl.sweep_layers(model, items[:6], items[6:], layers=[0, 2], method="caa",
+    ...                      progress=False)
+    >>> sorted(df["layer"].unique().tolist()), sorted(df["multiplier"].unique().tolist())
+    ([0, 2], [-1.0, 1.0])
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def sweep_layers(
         DataFrame with ``layer``, ``method``, ``multiplier``, the metric columns
         (``score``/``accuracy`` or ``margin``/``accuracy``), ``norm`` and ``seconds``.
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> items = sl.load_pairs(sl.demo_data_path("ab"))
@@ -140,7 +142,7 @@ def sweep_multipliers(
 ) -> pd.DataFrame:
     """Score one vector at each multiplier (A/B score or preference margin).
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> items = sl.load_pairs(sl.demo_data_path("ab"))[:4]

@@ -5,16 +5,17 @@ A steering vector holds one ``[d_model]`` tensor per hook name (usually
 hook's activation at the chosen positions, inside a context manager that always removes its
 hooks.
 
->>> import torch, steerlens as sl
->>> model = sl.tiny_model(n_layers=2, d_model=32)
->>> v = sl.SteeringVector({"blocks.1.hook_resid_post": torch.ones(32)})
->>> w = 2 * v - v / 2
->>> round(w.norms()["blocks.1.hook_resid_post"], 4)
-8.4853
->>> with v.apply(model, multiplier=2.0):
-...     steered = model(torch.tensor([[1, 2, 3]]))
->>> sl.active_hooks(model)
-[]
+Examples:
+    >>> import torch, steerlens as sl
+    >>> model = sl.tiny_model(n_layers=2, d_model=32)
+    >>> v = sl.SteeringVector({"blocks.1.hook_resid_post": torch.ones(32)})
+    >>> w = 2 * v - v / 2
+    >>> round(w.norms()["blocks.1.hook_resid_post"], 4)
+    8.4853
+    >>> with v.apply(model, multiplier=2.0):
+    ...     steered = model(torch.tensor([[1, 2, 3]]))
+    >>> sl.active_hooks(model)
+    []
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class SteeringVector:
             of the same length.
         metadata: JSON-friendly information (model, d_model, method, behaviour, settings).
 
-    Example:
+    Examples:
         >>> import torch
         >>> a = SteeringVector({"blocks.1.hook_resid_post": torch.tensor([3.0, 4.0])})
         >>> b = SteeringVector({"blocks.2.hook_resid_post": torch.tensor([1.0, 0.0])})
@@ -293,11 +294,12 @@ class SteeringVector:
     def cosine(self, other: SteeringVector) -> dict[str, float]:
         """Cosine similarity per shared hook name.
 
-        >>> import torch
-        >>> a = SteeringVector({"h": torch.tensor([1.0, 0.0])})
-        >>> b = SteeringVector({"h": torch.tensor([1.0, 1.0])})
-        >>> round(a.cosine(b)["h"], 4)
-        0.7071
+        Examples:
+            >>> import torch
+            >>> a = SteeringVector({"h": torch.tensor([1.0, 0.0])})
+            >>> b = SteeringVector({"h": torch.tensor([1.0, 1.0])})
+            >>> round(a.cosine(b)["h"], 4)
+            0.7071
         """
         self._check_compatible(other)
         out = {}
@@ -352,10 +354,11 @@ class SteeringVector:
                 prompt token and everything generated, as CAA steers), an int ``k`` (positions
                 ``>= k``), or a boolean mask ``[pos]`` / ``[batch, pos]``.
 
-        >>> import torch
-        >>> v = SteeringVector({"blocks.0.hook_resid_post": torch.ones(4)})
-        >>> [name for name, _ in v.fwd_hooks(2.0)]
-        ['blocks.0.hook_resid_post']
+        Examples:
+            >>> import torch
+            >>> v = SteeringVector({"blocks.0.hook_resid_post": torch.ones(4)})
+            >>> [name for name, _ in v.fwd_hooks(2.0)]
+            ['blocks.0.hook_resid_post']
         """
         m = _check_multiplier(multiplier)
         pos = _check_positions(positions)
@@ -507,7 +510,7 @@ def active_hooks(model: Any) -> list[str]:
     steerlens removes every hook it adds; after any ``apply``/training/sweep this is ``[]``
     unless you added hooks yourself.
 
-    Example:
+    Examples:
         >>> import steerlens as sl
         >>> active_hooks(sl.tiny_model(n_layers=1))
         []
@@ -518,7 +521,7 @@ def active_hooks(model: Any) -> list[str]:
 def is_steered(model: Any) -> bool:
     """True while a steerlens ``apply`` block is open on ``model``.
 
-    Example:
+    Examples:
         >>> import torch, steerlens as sl
         >>> m = sl.tiny_model(n_layers=1, d_model=32)
         >>> v = SteeringVector({"blocks.0.hook_resid_post": torch.ones(32)})

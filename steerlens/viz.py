@@ -3,11 +3,12 @@
 matplotlib figures (save with ``fig.savefig("x.png")``), circuitsvis for coloured tokens in
 notebooks, and a dependency-free HTML export.
 
->>> import pandas as pd
->>> df = pd.DataFrame({"multiplier": [-1, 0, 1], "score": [0.2, 0.5, 0.8]})
->>> fig = plot_multiplier_curve(df, metric="score")
->>> [round(float(y), 1) for y in fig.axes[0].lines[0].get_ydata()]
-[0.2, 0.5, 0.8]
+Examples:
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"multiplier": [-1, 0, 1], "score": [0.2, 0.5, 0.8]})
+    >>> fig = plot_multiplier_curve(df, metric="score")
+    >>> [round(float(y), 1) for y in fig.axes[0].lines[0].get_ydata()]
+    [0.2, 0.5, 0.8]
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def plot_multiplier_curve(
 def plot_sweep(df: pd.DataFrame, metric: str | None = None, title: str | None = None) -> Figure:
     """Metric against layer, one line per (method, multiplier).
 
-    Example:
+    Examples:
         >>> df = pd.DataFrame({"layer": [1, 2], "method": "caa", "multiplier": 1.0,
         ...                    "score": [0.4, 0.6]})
         >>> len(plot_sweep(df).axes[0].lines)
@@ -72,7 +73,7 @@ def plot_cosine_by_layer(df: pd.DataFrame, title: str = "cosine similarity by la
     """Lines of cosine vs layer from :func:`steerlens.analysis.cosine_by_layer` or
     :func:`~steerlens.analysis.cosine_similarity` output.
 
-    Example:
+    Examples:
         >>> df = pd.DataFrame({"layer": [1, 2], "cosine": [0.3, 0.5]})
         >>> [float(y) for y in plot_cosine_by_layer(df).axes[0].lines[0].get_ydata()]
         [0.3, 0.5]
@@ -128,7 +129,7 @@ def render_projection(df: pd.DataFrame, text: int = 0, hook: str | None = None) 
 def projection_html(df: pd.DataFrame, text: int | None = None, hook: str | None = None) -> str:
     """A standalone HTML page of coloured tokens (red: positive projection, blue: negative).
 
-    Example:
+    Examples:
         >>> df = pd.DataFrame({"text": 0, "hook": "h", "position": [0, 1],
         ...                    "token": ["a", "<b>"], "projection": [1.0, -1.0]})
         >>> "&lt;b&gt;" in projection_html(df)

@@ -213,3 +213,13 @@ def test_lr_schedule_warmup_then_cosine():
     f = [bipo_mod.lr_factor(s, 10, 110) for s in range(111)]
     assert f[0] == 0 and f[5] == 0.5 and f[10] == 1.0
     assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False)) and f[110] == 0.0
+
+
+def test_callback_sees_every_step(tiny, pairs):
+    seen = []
+    sl.train_bipo(
+        tiny, pairs[:8], layer=1, config=sl.BiPOConfig(epochs=2, **FAST), callback=seen.append
+    )
+    assert [s["step"] for s in seen] == [1, 2, 3, 4]
+    assert all(s["d"] in (-1.0, 1.0) and math.isfinite(s["loss"]) for s in seen)
+    assert seen[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # v starts at zero

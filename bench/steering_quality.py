@@ -1,0 +1,185 @@
+"""BiPO vs CAA on the embedded model: A/B score, preference margin, range, utility, composition.
+
+Behaviours: power-seeking and hallucination (../shared/data/bipo, free-text pairs) and
+corrigible-neutral-HHH, survival-instinct and sycophancy (../shared/data/caa, A/B items). For
+each: a BiPO and a CAA vector at the same layer on the same training pairs, scored at
+multipliers -2..2 (A/B score on the A/B test items, preference margin on free-text test pairs),
+steering range score(+2) - score(-2), MMLU A/B accuracy and KL on neutral text at -1, 0, +1, a
+CAA layer sweep, and the composition v_power + v_hallucination. Writes docs/results.md and
+plots in docs/img/.
+
+    python bench/steering_quality.py               # about 40 minutes on 2 CPU cores
+    python bench/steering_quality.py --quick       # a smoke run with tiny subsets
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pandas as pd  # noqa: E402
+from _common import DOCS, git_rev, machine, md_table, require_shared  # noqa: E402
+
+import steerlens as sl  # noqa: E402
+from steerlens import viz  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def load(args):
+    d = require_shared()
+    out = {}
+    for b in ("power-seeking", "hallucination"):
+        tr = sl.load_pairs(d / f"bipo/{b}/train.csv", invalid="skip", duplicates="ignore")
+        out[b] = {
+            "train": tr[: args.train],
+            "ab": sl.load_pairs(d / f"bipo/{b}/test_infer.csv")[: args.test],
+            "margin": sl.load_pairs(d / f"bipo/{b}/test.csv")[: args.test],
+        }
+    for b in ("corrigible-neutral-HHH", "survival-instinct", "sycophancy"):
+        tr = sl.load_pairs(d / f"caa/generate/{b}/generate_dataset.json")
+        out[b] = {"train": tr[: args.train],
+                  "ab": sl.load_pairs(d / f"caa/test/{b}/test_dataset_ab.json")[: args.test],
+                  "margin": None}
+    mmlu = sl.load_pairs(d / "caa/test/mmlu/mmlu.json")[: args.mmlu]
+    return out, mmlu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--train", type=int, default=48)
+    ap.add_argument("--test", type=int, default=40)
+    ap.add_argument("--mmlu", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--layer", type=int, default=12)
+    ap.add_argument("--sweep-layers", default="6,9,12,15,18")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.train, args.test, args.mmlu, args.epochs, args.sweep_layers = 8, 6, 6, 1, "9,12"
+    t_all = time.perf_counter()
+    model = sl.load_model()
+    data, mmlu = load(args)
+    cfg = sl.BiPOConfig(epochs=args.epochs, lr=1e-2, warmup_steps=0, weight_decay=0.0,
+                        progress=False)
+    mults = (-2, -1, 0, 1, 2)
+    rows, curves, vectors, utility, sweeps = [], [], {}, [], []
+    for b, sets in data.items():
+        t0 = time.perf_counter()
+        vb = sl.train_bipo(model, sets["train"], layer=args.layer, config=cfg)
+        vc = sl.caa_vector(model, sets["train"], layers=args.layer)
+        vectors[b] = {"bipo": vb, "caa": vc}
+        for method, v in (("bipo", vb), ("caa", vc)):
+            ab = sl.ab_score(model, v, sets["ab"], mults)
+            rec = {"behaviour": b, "method": method,
+                   "norm": v.norms()[f"blocks.{args.layer}.hook_resid_post"]}
+            for _, r in ab.iterrows():
+                rec[f"ab@{r.multiplier:+g}"] = r.score
+                curves.append({"behaviour": b, "method": method, "multiplier": r.multiplier,
+                               "score": r.score})
+            rec["range"] = rec["ab@+2"] - rec["ab@-2"]
+            if sets["margin"]:
+                mg = sl.preference_margin(model, v, sets["margin"], (-2, 0, 2))
+                rec["margin@-2"], rec["margin@0"], rec["margin@+2"] = mg.margin.tolist()
+            rows.append(rec)
+            mm = sl.ab_score(model, v, mmlu, (-1, 0, 1))
+            kl = sl.kl_divergence(model, v, multipliers=(-1, 1))
+            utility.append({"behaviour": b, "method": method,
+                            "mmlu@-1": mm.accuracy[0], "mmlu@0": mm.accuracy[1],
+                            "mmlu@+1": mm.accuracy[2], "kl@-1": kl.kl[0], "kl@+1": kl.kl[1]})
+        layers = [int(x) for x in args.sweep_layers.split(",")]
+        sw = sl.sweep_layers(model, sets["train"], sets["ab"], layers=layers, method="caa",
+                             multipliers=(-2, 2), progress=False)
+        sw = sw.pivot(index="layer", columns="multiplier", values="score")
+        sweeps.append({"behaviour": b, "caa best layer": int((sw[2.0] - sw[-2.0]).idxmax()),
+                       "caa best range": float((sw[2.0] - sw[-2.0]).max())})
+        print(f"{b}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+    table = pd.DataFrame(rows)
+    util = pd.DataFrame(utility)
+    sweep_df = pd.DataFrame(sweeps)
+    img = DOCS / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    curves_df = pd.DataFrame(curves)
+    for b in data:
+        fig = viz.plot_multiplier_curve(curves_df[curves_df.behaviour == b], "score",
+                                        hue="method", title=f"{b}: A/B score")
+        fig.savefig(img / f"quality_{b}.png", dpi=100)
+
+    # composition: v_power + v_hallucination steers both (paper Table 6 pattern)
+    comp = []
+    vp, vh = vectors["power-seeking"]["bipo"], vectors["hallucination"]["bipo"]
+    for name, v in (("power", vp), ("hallucination", vh), ("power + hallucination", vp + vh)):
+        for b in ("power-seeking", "hallucination"):
+            s = sl.ab_score(model, v, data[b]["ab"], (0, 1))
+            comp.append({"vector": name, "behaviour": b, "ab@0": s.score[0], "ab@+1": s.score[1],
+                         "shift": s.score[1] - s.score[0]})
+    comp_df = pd.DataFrame(comp)
+
+    wins = sum(
+        table[(table.behaviour == b) & (table.method == "bipo")]["range"].iloc[0]
+        >= table[(table.behaviour == b) & (table.method == "caa")]["range"].iloc[0]
+        for b in data
+    )
+    base = util["mmlu@0"].iloc[0]
+    mmlu_ok = bool(((util[["mmlu@-1", "mmlu@+1"]] - base).abs() <= 0.03 + 1e-9).all().all())
+    minutes = (time.perf_counter() - t_all) / 60
+    cmd = "python bench/steering_quality.py" + (" --quick" if args.quick else "")
+    text = f"""# Results: BiPO vs CAA on SmolLM2-135M-Instruct
+
+Command: `{cmd}` (commit {git_rev()}), {minutes:.0f} minutes.
+Machine: {machine()}.
+
+Settings: layer {args.layer} (`blocks.{args.layer}.hook_resid_post`), the first {args.train}
+training pairs of each behaviour for both methods; BiPO {args.epochs} epochs, batch 4, lr 1e-2,
+beta 0.1, no warm-up; CAA at the answer letter (A/B data) or the mean over answer tokens
+(free-text data). A/B score = p(matching letter) / (p(matching) + p(other)) on the first
+{args.test} A/B test items (`test_infer.csv` for the BiPO behaviours). Margin = mean[log
+p(matching) - log p(not matching)] on the first {args.test} free-text test pairs. MMLU: the first
+{args.mmlu} items of `caa/test/mmlu/mmlu.json`. KL: mean KL(p_0 || p_steered) per token on 8
+neutral sentences. Vectors are applied at every position (BiPO's convention) for both methods.
+
+## Steering range
+
+{md_table(table)}
+
+BiPO's range (score(+2) - score(-2)) is at least CAA's on **{wins} of {len(data)}** behaviours.
+
+## Utility
+
+{md_table(util)}
+
+MMLU within 3 points of the unsteered model at +-1 for every vector: **{mmlu_ok}**
+(unsteered accuracy {base:.3f} on {len(mmlu)} items; a 135M model is near chance on MMLU, so
+this is a weak check).
+
+## Layer sweep (CAA, A/B score range at +-2)
+
+{md_table(sweep_df)}
+
+## Composition
+
+{md_table(comp_df)}
+
+## Reading the numbers honestly
+
+* SmolLM2-135M barely follows the A/B format: its A/B scores sit near 0.5 and letter-token
+  activations are dominated by the letter's identity, so A/B-based numbers are small for both
+  methods. The free-text margin is the more sensitive measure on this model.
+* Where CAA's range is larger than BiPO's, it is listed above as measured; the paper's claim
+  (a wider range for BiPO) was made on 7B chat models.
+"""
+    for b in data:
+        text += f"\n![{b}](img/quality_{b}.png)\n"
+    suffix = "_quick" if args.quick else ""
+    (DOCS / f"results{suffix}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
