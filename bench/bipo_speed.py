@@ -53,8 +53,9 @@ def _schedule(n: int, epochs: int):
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         signs = torch.randint(0, 2, (steps,), generator=gen) * 2 - 1
-        out.append([(perm[s * BATCH : (s + 1) * BATCH].tolist(), float(signs[s]))
-                    for s in range(steps)])
+        out.append(
+            [(perm[s * BATCH : (s + 1) * BATCH].tolist(), float(signs[s])) for s in range(steps)]
+        )
     return out
 
 
@@ -116,8 +117,14 @@ def run_authors(epochs: int) -> dict:
             opt.step()
             losses.append(loss.item())
         epoch_seconds.append(time.perf_counter() - t0)
-    return {"impl": "authors", "epoch_seconds": epoch_seconds, "setup_seconds": 0.0,
-            "losses": losses[:5], "peak_rss_mb": peak_rss_mb(), "norm": float(v.norm())}
+    return {
+        "impl": "authors",
+        "epoch_seconds": epoch_seconds,
+        "setup_seconds": 0.0,
+        "losses": losses[:5],
+        "peak_rss_mb": peak_rss_mb(),
+        "norm": float(v.norm()),
+    }
 
 
 def run_steerlens(epochs: int) -> dict:
@@ -126,8 +133,16 @@ def run_steerlens(epochs: int) -> dict:
     pairs = _data()
     model = sl.load_model()
     losses, stamps = [], []
-    cfg = sl.BiPOConfig(epochs=epochs, batch_size=BATCH, lr=LR, beta=BETA, warmup_steps=0,
-                        weight_decay=0.0, seed=SEED, progress=False)
+    cfg = sl.BiPOConfig(
+        epochs=epochs,
+        batch_size=BATCH,
+        lr=LR,
+        beta=BETA,
+        warmup_steps=0,
+        weight_decay=0.0,
+        seed=SEED,
+        progress=False,
+    )
     t_start = time.perf_counter()
 
     def cb(info):
@@ -143,9 +158,14 @@ def run_steerlens(epochs: int) -> dict:
     setup = stamps[0][1] - t_start - typical
     bounds = [t_start + setup] + [stamps[(e + 1) * steps - 1][1] for e in range(epochs)]
     epoch_seconds = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
-    return {"impl": "steerlens", "epoch_seconds": epoch_seconds, "setup_seconds": setup,
-            "losses": losses[:5], "peak_rss_mb": peak_rss_mb(),
-            "norm": float(v.vectors[f"blocks.{LAYER}.hook_resid_post"].norm())}
+    return {
+        "impl": "steerlens",
+        "epoch_seconds": epoch_seconds,
+        "setup_seconds": setup,
+        "losses": losses[:5],
+        "peak_rss_mb": peak_rss_mb(),
+        "norm": float(v.vectors[f"blocks.{LAYER}.hook_resid_post"].norm()),
+    }
 
 
 def overheads() -> dict:
@@ -189,9 +209,13 @@ def overheads() -> dict:
         with torch.no_grad():
             bridge(x)
 
-    return {"load_seconds": load, "hf_fwd_bwd": time_it(hf_step),
-            "bridge_fwd_bwd": time_it(bridge_step), "hf_fwd": time_it(hf_fwd),
-            "bridge_fwd": time_it(bridge_fwd)}
+    return {
+        "load_seconds": load,
+        "hf_fwd_bwd": time_it(hf_step),
+        "bridge_fwd_bwd": time_it(bridge_step),
+        "hf_fwd": time_it(hf_fwd),
+        "bridge_fwd": time_it(bridge_fwd),
+    }
 
 
 def main() -> None:
@@ -206,8 +230,11 @@ def main() -> None:
         return
     results = {}
     for impl in ("authors", "steerlens", "overheads"):
-        proc = subprocess.run([sys.executable, __file__, "--impl", impl, "--epochs",
-                               str(args.epochs)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--impl", impl, "--epochs", str(args.epochs)],
+            capture_output=True,
+            text=True,
+        )
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             sys.exit(f"{impl} failed:\n{proc.stderr[-3000:]}")
@@ -222,20 +249,41 @@ def write_report(r: dict, epochs: int) -> None:
     a, b, o = r["authors"], r["steerlens"], r["overheads"]
     ea, eb = sum(a["epoch_seconds"]) / epochs, sum(b["epoch_seconds"]) / epochs
     diffs = [abs(x - y) for x, y in zip(a["losses"], b["losses"], strict=True)]
-    table = pd.DataFrame([
-        {"implementation": "(a) authors' approach", "s/epoch": ea, "one-time setup s": 0.0,
-         "peak RSS MiB": a["peak_rss_mb"]},
-        {"implementation": "(b) sl.train_bipo", "s/epoch": eb,
-         "one-time setup s": b["setup_seconds"], "peak RSS MiB": b["peak_rss_mb"]},
-    ])
-    losses = pd.DataFrame({"step": range(1, 6), "authors": a["losses"],
-                           "steerlens": b["losses"], "abs diff": diffs})
-    over = pd.DataFrame([
-        {"measurement": "forward+backward, 4 x 128 tokens, steered", "plain HF s": o["hf_fwd_bwd"],
-         "TransformerBridge s": o["bridge_fwd_bwd"], "ratio": o["bridge_fwd_bwd"] / o["hf_fwd_bwd"]},
-        {"measurement": "forward (no grad), 4 x 128 tokens", "plain HF s": o["hf_fwd"],
-         "TransformerBridge s": o["bridge_fwd"], "ratio": o["bridge_fwd"] / o["hf_fwd"]},
-    ])
+    table = pd.DataFrame(
+        [
+            {
+                "implementation": "(a) authors' approach",
+                "s/epoch": ea,
+                "one-time setup s": 0.0,
+                "peak RSS MiB": a["peak_rss_mb"],
+            },
+            {
+                "implementation": "(b) sl.train_bipo",
+                "s/epoch": eb,
+                "one-time setup s": b["setup_seconds"],
+                "peak RSS MiB": b["peak_rss_mb"],
+            },
+        ]
+    )
+    losses = pd.DataFrame(
+        {"step": range(1, 6), "authors": a["losses"], "steerlens": b["losses"], "abs diff": diffs}
+    )
+    over = pd.DataFrame(
+        [
+            {
+                "measurement": "forward+backward, 4 x 128 tokens, steered",
+                "plain HF s": o["hf_fwd_bwd"],
+                "TransformerBridge s": o["bridge_fwd_bwd"],
+                "ratio": o["bridge_fwd_bwd"] / o["hf_fwd_bwd"],
+            },
+            {
+                "measurement": "forward (no grad), 4 x 128 tokens",
+                "plain HF s": o["hf_fwd"],
+                "TransformerBridge s": o["bridge_fwd"],
+                "ratio": o["bridge_fwd"] / o["hf_fwd"],
+            },
+        ]
+    )
     text = f"""# Performance
 
 Command: `python bench/bipo_speed.py --epochs {epochs}` (commit {git_rev()}).
@@ -250,7 +298,7 @@ Each implementation runs in its own process.
 {md_table(table, ".2f")}
 
 Speed-up per epoch: **{ea / eb:.2f}x** (target >= 3x). Peak memory ratio (b)/(a):
-**{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}** (target <= 0.6). The one-time setup of (b) is the
+**{b["peak_rss_mb"] / a["peak_rss_mb"]:.2f}** (target <= 0.6). The one-time setup of (b) is the
 reference pass over the training pairs (computed once, not every step).
 
 Losses of the first 5 steps (max abs difference {max(diffs):.2e}; check: < 1e-4
@@ -262,7 +310,7 @@ Losses of the first 5 steps (max abs difference {max(diffs):.2e}; check: < 1e-4
 
 {md_table(over, ".3f")}
 
-Warm `sl.load_model()` (dequantised weights cached on disk): {o['load_seconds']:.2f} s, not
+Warm `sl.load_model()` (dequantised weights cached on disk): {o["load_seconds"]:.2f} s, not
 counting the one-time import of TransformerLens (about 5-7 s in a fresh interpreter).
 """
     DOCS.mkdir(exist_ok=True)

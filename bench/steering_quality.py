@@ -43,9 +43,11 @@ def load(args):
         }
     for b in ("corrigible-neutral-HHH", "survival-instinct", "sycophancy"):
         tr = sl.load_pairs(d / f"caa/generate/{b}/generate_dataset.json")
-        out[b] = {"train": tr[: args.train],
-                  "ab": sl.load_pairs(d / f"caa/test/{b}/test_dataset_ab.json")[: args.test],
-                  "margin": None}
+        out[b] = {
+            "train": tr[: args.train],
+            "ab": sl.load_pairs(d / f"caa/test/{b}/test_dataset_ab.json")[: args.test],
+            "margin": None,
+        }
     mmlu = sl.load_pairs(d / "caa/test/mmlu/mmlu.json")[: args.mmlu]
     return out, mmlu
 
@@ -65,8 +67,9 @@ def main() -> None:
     t_all = time.perf_counter()
     model = sl.load_model()
     data, mmlu = load(args)
-    cfg = sl.BiPOConfig(epochs=args.epochs, lr=1e-2, warmup_steps=0, weight_decay=0.0,
-                        progress=False)
+    cfg = sl.BiPOConfig(
+        epochs=args.epochs, lr=1e-2, warmup_steps=0, weight_decay=0.0, progress=False
+    )
     mults = (-2, -1, 0, 1, 2)
     rows, curves, vectors, utility, sweeps = [], [], {}, [], []
     for b, sets in data.items():
@@ -76,12 +79,16 @@ def main() -> None:
         vectors[b] = {"bipo": vb, "caa": vc}
         for method, v in (("bipo", vb), ("caa", vc)):
             ab = sl.ab_score(model, v, sets["ab"], mults)
-            rec = {"behaviour": b, "method": method,
-                   "norm": v.norms()[f"blocks.{args.layer}.hook_resid_post"]}
+            rec = {
+                "behaviour": b,
+                "method": method,
+                "norm": v.norms()[f"blocks.{args.layer}.hook_resid_post"],
+            }
             for _, r in ab.iterrows():
                 rec[f"ab@{r.multiplier:+g}"] = r.score
-                curves.append({"behaviour": b, "method": method, "multiplier": r.multiplier,
-                               "score": r.score})
+                curves.append(
+                    {"behaviour": b, "method": method, "multiplier": r.multiplier, "score": r.score}
+                )
             rec["range"] = rec["ab@+2"] - rec["ab@-2"]
             if sets["margin"]:
                 mg = sl.preference_margin(model, v, sets["margin"], (-2, 0, 2))
@@ -89,15 +96,35 @@ def main() -> None:
             rows.append(rec)
             mm = sl.ab_score(model, v, mmlu, (-1, 0, 1))
             kl = sl.kl_divergence(model, v, multipliers=(-1, 1))
-            utility.append({"behaviour": b, "method": method,
-                            "mmlu@-1": mm.accuracy[0], "mmlu@0": mm.accuracy[1],
-                            "mmlu@+1": mm.accuracy[2], "kl@-1": kl.kl[0], "kl@+1": kl.kl[1]})
+            utility.append(
+                {
+                    "behaviour": b,
+                    "method": method,
+                    "mmlu@-1": mm.accuracy[0],
+                    "mmlu@0": mm.accuracy[1],
+                    "mmlu@+1": mm.accuracy[2],
+                    "kl@-1": kl.kl[0],
+                    "kl@+1": kl.kl[1],
+                }
+            )
         layers = [int(x) for x in args.sweep_layers.split(",")]
-        sw = sl.sweep_layers(model, sets["train"], sets["ab"], layers=layers, method="caa",
-                             multipliers=(-2, 2), progress=False)
+        sw = sl.sweep_layers(
+            model,
+            sets["train"],
+            sets["ab"],
+            layers=layers,
+            method="caa",
+            multipliers=(-2, 2),
+            progress=False,
+        )
         sw = sw.pivot(index="layer", columns="multiplier", values="score")
-        sweeps.append({"behaviour": b, "caa best layer": int((sw[2.0] - sw[-2.0]).idxmax()),
-                       "caa best range": float((sw[2.0] - sw[-2.0]).max())})
+        sweeps.append(
+            {
+                "behaviour": b,
+                "caa best layer": int((sw[2.0] - sw[-2.0]).idxmax()),
+                "caa best range": float((sw[2.0] - sw[-2.0]).max()),
+            }
+        )
         print(f"{b}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     table = pd.DataFrame(rows)
@@ -107,8 +134,9 @@ def main() -> None:
     img.mkdir(parents=True, exist_ok=True)
     curves_df = pd.DataFrame(curves)
     for b in data:
-        fig = viz.plot_multiplier_curve(curves_df[curves_df.behaviour == b], "score",
-                                        hue="method", title=f"{b}: A/B score")
+        fig = viz.plot_multiplier_curve(
+            curves_df[curves_df.behaviour == b], "score", hue="method", title=f"{b}: A/B score"
+        )
         fig.savefig(img / f"quality_{b}.png", dpi=100)
 
     # composition: v_power + v_hallucination steers both (paper Table 6 pattern)
@@ -117,8 +145,15 @@ def main() -> None:
     for name, v in (("power", vp), ("hallucination", vh), ("power + hallucination", vp + vh)):
         for b in ("power-seeking", "hallucination"):
             s = sl.ab_score(model, v, data[b]["ab"], (0, 1))
-            comp.append({"vector": name, "behaviour": b, "ab@0": s.score[0], "ab@+1": s.score[1],
-                         "shift": s.score[1] - s.score[0]})
+            comp.append(
+                {
+                    "vector": name,
+                    "behaviour": b,
+                    "ab@0": s.score[0],
+                    "ab@+1": s.score[1],
+                    "shift": s.score[1] - s.score[0],
+                }
+            )
     comp_df = pd.DataFrame(comp)
 
     wins = sum(
