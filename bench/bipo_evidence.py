@@ -70,8 +70,8 @@ def main() -> None:
     ]
     text = f"""# BiPO evidence: power-seeking on SmolLM2-135M-Instruct
 
-Command: `python bench/bipo_evidence.py --train {args.train} --test {args.test} --epochs {args.epochs}
---layer {args.layer} --lr {args.lr}` (commit {git_rev()}).
+Command: `python bench/bipo_evidence.py --train {args.train} --test {args.test}
+--epochs {args.epochs} --layer {args.layer} --lr {args.lr}` (commit {git_rev()}).
 Machine: {machine()}.
 
 * Model: the embedded SmolLM2-135M-Instruct (30 layers, d_model 576), fp32.

@@ -271,6 +271,63 @@ def _rows_jsonl(path: Path, text: str) -> tuple[list[tuple[str, dict[str, Any]]]
     return rows, list(rows[0][1].keys()) if rows else []
 
 
+BIPO_URL = "https://raw.githubusercontent.com/CaoYuanpu/BiPO/HEAD/data/{name}/{split}.csv"
+CAA_URL = "https://raw.githubusercontent.com/nrimsky/CAA/HEAD/datasets/{kind}/{name}/{file}"
+
+
+def public_dataset_url(name: str) -> str:
+    """Public URL of a dataset of the BiPO or CAA repositories.
+
+    Names: ``bipo/<behaviour>/<train|test|test_infer>`` (behaviours: power-seeking,
+    wealth-seeking, hallucination, jailbreak), ``caa/generate/<behaviour>``,
+    ``caa/test/<behaviour>`` (A/B test items) and ``caa/test/mmlu``.
+
+    Examples:
+        >>> public_dataset_url("bipo/power-seeking/train")
+        'https://raw.githubusercontent.com/CaoYuanpu/BiPO/HEAD/data/power-seeking/train.csv'
+        >>> public_dataset_url("caa/test/sycophancy").rsplit("/", 2)[1:]
+        ['sycophancy', 'test_dataset_ab.json']
+    """
+    parts = name.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == "bipo" and parts[2] in ("train", "test", "test_infer"):
+        return BIPO_URL.format(name=parts[1], split=parts[2])
+    if len(parts) == 3 and parts[0] == "caa" and parts[1] in ("generate", "test"):
+        if parts[1] == "generate":
+            return CAA_URL.format(kind="generate", name=parts[2], file="generate_dataset.json")
+        if parts[2] == "mmlu":
+            return CAA_URL.format(kind="test", name="mmlu", file="mmlu.json")
+        return CAA_URL.format(kind="test", name=parts[2], file="test_dataset_ab.json")
+    raise ConfigError(
+        f"unknown public dataset {name!r}; use bipo/<behaviour>/<split>, caa/generate/<b>, "
+        "caa/test/<b> or caa/test/mmlu"
+    )
+
+
+def _download(url: str) -> Path:
+    """Fetch a URL into the steerlens cache (once) and return the local path."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    from steerlens.models import cache_dir
+
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "data"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    target = cache_dir() / "datasets" / f"{digest}-{name}"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - user-given URL
+            data = resp.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(f"{url}: download failed ({e}); pass a local path instead") from e
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return target
+
+
 def load_pairs(
     path: str | os.PathLike[str],
     format: str | None = None,
@@ -282,7 +339,8 @@ def load_pairs(
     """Read preference pairs from a CSV, JSON or JSONL file.
 
     Args:
-        path: the data file.
+        path: the data file, or an ``http(s)://`` URL (downloaded once into the steerlens
+            cache; see :func:`public_dataset_url` for the BiPO and CAA files).
         format: one of ``bipo``, ``bipo_ab``, ``caa``, ``ab_prompt``, ``mwe``, ``pairs``; by
             default detected from the extension and the fields.
         duplicates: what to do with exact duplicate pairs: ``"warn"`` (default), ``"error"``,
@@ -300,6 +358,8 @@ def load_pairs(
         >>> len(pairs) > 10, pairs[0].is_ab
         (True, False)
     """
+    if isinstance(path, str) and path.startswith(("http://", "https://")):
+        path = _download(path)
     path = Path(path)
     if format is not None and format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")

@@ -131,3 +131,27 @@ def test_split_pairs_deterministic():
     a = sl.split_pairs(pairs, 0.25, seed=1)
     b = sl.split_pairs(pairs, 0.25, seed=1)
     assert a == b and len(a[1]) == 5 and not set(a[0]) & set(a[1])
+
+
+def test_load_from_url_via_loopback_server(tmp_path, monkeypatch, shared_data):
+    """The online path: a URL is downloaded into the cache once, then parsed."""
+    import functools
+    import http.server
+    import threading
+
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path / "cache"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shared_data))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/bipo/power-seeking/test.csv"
+        pairs = sl.load_pairs(url)
+        assert pairs == sl.load_pairs(shared_data / "bipo/power-seeking/test.csv")
+        assert len(list((tmp_path / "cache" / "datasets").iterdir())) == 1
+        missing = f"http://127.0.0.1:{server.server_port}/nope.csv"
+        with pytest.raises(DataError, match="nope.csv: download failed"):
+            sl.load_pairs(missing)
+    finally:
+        server.shutdown()
+        server.server_close()
