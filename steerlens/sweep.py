@@ -89,7 +89,9 @@ def sweep_layers(
         multipliers: multipliers to score (0 is the unsteered baseline).
         metric: ``"ab"`` (A/B score), ``"margin"`` (preference margin) or ``"auto"``.
         cache_dir: a folder where each finished layer's vector and rows are stored; a rerun
-            with the same folder skips finished layers (resume after an interruption).
+            with the same folder and the same data and settings skips finished layers (resume
+            after an interruption). Files are keyed by a hash of data and settings, so a rerun
+            with other settings never reads stale rows.
 
     Returns:
         DataFrame with ``layer``, ``method``, ``multiplier``, the metric columns
@@ -109,9 +111,10 @@ def sweep_layers(
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(train_data, eval_data, multipliers, metric, bipo_config)
     frames = []
     for layer in tqdm(layer_list, desc=f"sweep {label}", disable=not progress):
-        rows_file = cache / f"{label}_L{layer}.json" if cache else None
+        rows_file = cache / f"{label}_L{layer}_{fp}.json" if cache else None
         if rows_file is not None and rows_file.exists():
             frames.append(pd.DataFrame.from_records(json.loads(rows_file.read_text())))
             continue
@@ -124,12 +127,33 @@ def sweep_layers(
         df["norm"] = sum(vector.norms().values())
         df["seconds"] = seconds
         if cache is not None and rows_file is not None:
-            vector.save(cache / f"{label}_L{layer}.safetensors", overwrite=True)
+            vector.save(cache / f"{label}_L{layer}_{fp}.safetensors", overwrite=True)
             tmp = rows_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(df.to_dict("records")))
             os.replace(tmp, rows_file)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def _fingerprint(
+    train: Sequence[PreferencePair],
+    ev: Sequence[PreferencePair],
+    multipliers: Sequence[float],
+    metric: str,
+    cfg: BiPOConfig | None,
+) -> str:
+    """A short hash of everything that changes a sweep's rows (cache files are keyed by it)."""
+    import hashlib
+    from dataclasses import asdict
+
+    h = hashlib.sha256()
+    for group in (train, ev):
+        for p in group:
+            h.update(json.dumps([p.question, p.matching, p.not_matching]).encode())
+        h.update(b"|")
+    settings = asdict(cfg) if cfg is not None else None
+    h.update(json.dumps([list(map(float, multipliers)), metric, settings], default=str).encode())
+    return h.hexdigest()[:10]
 
 
 def sweep_multipliers(

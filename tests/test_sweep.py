@@ -50,13 +50,25 @@ def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
         sl.sweep_layers(
             tiny, train, ev, layers=[1, 2], method="caa", cache_dir=tmp_path, progress=False
         )
-    assert (tmp_path / "caa_L1.json").exists() and not (tmp_path / "caa_L2.json").exists()
+    assert len(list(tmp_path.glob("caa_L1_*.json"))) == 1 and not list(tmp_path.glob("caa_L2_*"))
     df = sl.sweep_layers(
         tiny, train, ev, layers=[1, 2], method="caa", cache_dir=tmp_path, progress=False
     )
     assert calls == [1, 2, 2]  # layer 1 came from the cache
     full = sl.sweep_layers(tiny, train, ev, layers=[1, 2], method="caa", progress=False)
     assert df[["layer", "multiplier", "score"]].equals(full[["layer", "multiplier", "score"]])
+    # other settings never read the cached rows of this run
+    other = sl.sweep_layers(
+        tiny,
+        train,
+        ev,
+        layers=[1],
+        method="caa",
+        multipliers=(2,),
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    assert other["multiplier"].tolist() == [2.0]
     assert sl.active_hooks(tiny) == []
 
 
