@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 import steerlens as sl
+
+# CI machines are slow and shared: no per-example deadline, fixed derandomised examples.
+settings.register_profile("steerlens", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile("steerlens")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
