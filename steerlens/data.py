@@ -210,7 +210,10 @@ def _rows_csv(path: Path, text: str) -> tuple[list[tuple[str, dict[str, Any]]], 
     csv.field_size_limit(MAX_LINE_BYTES)
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-        header = reader.fieldnames or []
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as e:
+            raise DataError(f"{path}: line 1: unreadable CSV header ({e})") from e
         if not header:
             raise DataError(f"{path}: the CSV file has no header row")
         rows = []

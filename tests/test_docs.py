@@ -43,7 +43,12 @@ def _code_blocks():
         nb = json.loads(path.read_text())
         for i, cell in enumerate(nb["cells"]):
             if cell["cell_type"] == "code":
-                yield f"{path.relative_to(ROOT)}#{i}", "".join(cell["source"])
+                source = "".join(cell["source"])
+                # IPython magics and shell escapes are not Python
+                code = "\n".join(
+                    line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))
+                )
+                yield f"{path.relative_to(ROOT)}#{i}", code
 
 
 BLOCKS = list(_code_blocks())

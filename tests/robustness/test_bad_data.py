@@ -88,6 +88,12 @@ CASES = [
         b"question,A,B,matching\nq,x,y,C\n",
         r"ab.csv: line 2: field 'matching' must be A or B, got 'C'",
     ),
+    (
+        "unterminated quote in the header",
+        "hdr.csv",
+        b'"question,matching,not_matching\n',
+        r"hdr.csv: line 1: unreadable CSV header \(unexpected end of data\)",
+    ),
     ("unsupported type", "x.parquet", b"PAR1", r"x.parquet: unsupported file type '.parquet'"),
 ]
 
