@@ -51,7 +51,7 @@ from steerlens.logprobs import (
     pair_rows,
 )
 from steerlens.models import model_name, resid_hook
-from steerlens.vector import SteerHook, SteeringVector, _atomic_write
+from steerlens.vector import SteerHook, SteeringVector, _atomic_write, read_safetensors
 
 
 @dataclass
@@ -257,14 +257,7 @@ def _load_checkpoint(
     opt: torch.optim.Optimizer,
     fingerprint: str,
 ) -> _State:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from e
+    tensors, meta = read_safetensors(path, CheckpointError, "a readable checkpoint")
     if meta.get("steerlens_checkpoint") != "1":
         raise CheckpointError(f"{path}: not a steerlens BiPO checkpoint")
     if meta.get("fingerprint") != fingerprint:

@@ -412,17 +412,10 @@ class SteeringVector:
 
         Nothing is unpickled. Errors name the file and the hook at fault.
         """
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
         if not path.is_file():
             raise VectorFileError(f"{path}: no such file")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise VectorFileError(f"{path}: not a valid safetensors file ({e})") from e
+        tensors, header = read_safetensors(path, VectorFileError, "a valid safetensors file")
         if not tensors:
             raise VectorFileError(f"{path}: the file holds no tensors")
         version = header.get(FORMAT_KEY)
@@ -456,6 +449,24 @@ class SteeringVector:
         from steerlens.interop import from_gguf
 
         return from_gguf(path, **kwargs)
+
+
+def read_safetensors(
+    path: Path, error: type[Exception], what: str
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """All tensors and the header metadata of a safetensors file (no pickle involved).
+
+    Any parse failure becomes ``error("{path}: not {what} (...)")``.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise error(f"{path}: not {what} ({e})") from e
+    return tensors, header
 
 
 def _check_positions(positions: Any) -> Positions:
