@@ -24,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, format_prompt
+from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair
 from steerlens.errors import DataError
 from steerlens.logprobs import (
     _pad_id,
@@ -343,10 +343,3 @@ def kl_divergence(
             count += int(mask.sum())
         records.append({"multiplier": m, "kl": total / max(count, 1), "tokens": count})
     return pd.DataFrame.from_records(records)
-
-
-def format_chat(
-    model: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
-) -> str:
-    """The chat-formatted prompt string (re-exported from :mod:`steerlens.data`)."""
-    return format_prompt(model.tokenizer, question, system_prompt)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -360,7 +359,3 @@ def describe(model: Any) -> dict[str, Any]:
         "block_hooks": [h.removeprefix("blocks.0.") for h in hooks],
         "other_hooks": [k for k in model.hook_dict if not k.startswith("blocks.")],
     }
-
-
-def dumps_describe(model: Any) -> str:
-    return json.dumps(describe(model), indent=2)
