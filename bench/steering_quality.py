@@ -76,13 +76,17 @@ def main() -> None:
         t0 = time.perf_counter()
         vb = sl.train_bipo(model, sets["train"], layer=args.layer, config=cfg)
         vc = sl.caa_vector(model, sets["train"], layers=args.layer)
+        hook = f"blocks.{args.layer}.hook_resid_post"
+        # BiPO's direction at CAA's norm: compares directions, not step counts
+        vb_eq = vb.normalized() * vc.norms()[hook]
         vectors[b] = {"bipo": vb, "caa": vc}
-        for method, v in (("bipo", vb), ("caa", vc)):
+        methods = (("bipo", vb), ("caa", vc), ("bipo@caa-norm", vb_eq))
+        for method, v in methods:
             ab = sl.ab_score(model, v, sets["ab"], mults)
             rec = {
                 "behaviour": b,
                 "method": method,
-                "norm": v.norms()[f"blocks.{args.layer}.hook_resid_post"],
+                "norm": v.norms()[hook],
             }
             for _, r in ab.iterrows():
                 rec[f"ab@{r.multiplier:+g}"] = r.score
@@ -145,24 +149,41 @@ def main() -> None:
     for name, v in (("power", vp), ("hallucination", vh), ("power + hallucination", vp + vh)):
         for b in ("power-seeking", "hallucination"):
             s = sl.ab_score(model, v, data[b]["ab"], (0, 1))
+            mg = sl.preference_margin(model, v, data[b]["margin"], (0, 1))
             comp.append(
                 {
                     "vector": name,
                     "behaviour": b,
                     "ab@0": s.score[0],
                     "ab@+1": s.score[1],
-                    "shift": s.score[1] - s.score[0],
+                    "ab shift": s.score[1] - s.score[0],
+                    "margin@0": mg.margin[0],
+                    "margin@+1": mg.margin[1],
+                    "margin shift": mg.margin[1] - mg.margin[0],
                 }
             )
     comp_df = pd.DataFrame(comp)
+    raw = DOCS / "data"
+    raw.mkdir(exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    tables = {"range": table, "utility": util, "sweep": sweep_df, "composition": comp_df}
+    for name, df in tables.items():
+        df.to_csv(raw / f"quality_{name}{suffix}.csv", index=False)
+    out = Path(__file__).resolve().parents[1] / "out" / f"quality{suffix}"
+    out.mkdir(parents=True, exist_ok=True)
+    for b, vs in vectors.items():
+        for method, v in vs.items():
+            v.save(out / f"{b}_{method}_L{args.layer}.safetensors", overwrite=True)
 
-    wins = sum(
-        table[(table.behaviour == b) & (table.method == "bipo")]["range"].iloc[0]
-        >= table[(table.behaviour == b) & (table.method == "caa")]["range"].iloc[0]
-        for b in data
-    )
+    def rng(b: str, method: str) -> float:
+        return float(table[(table.behaviour == b) & (table.method == method)]["range"].iloc[0])
+
+    wins = sum(rng(b, "bipo") >= rng(b, "caa") for b in data)
+    wins_eq = sum(rng(b, "bipo@caa-norm") >= rng(b, "caa") for b in data)
     base = util["mmlu@0"].iloc[0]
-    mmlu_ok = bool(((util[["mmlu@-1", "mmlu@+1"]] - base).abs() <= 0.03 + 1e-9).all().all())
+    drift = (util[["mmlu@-1", "mmlu@+1"]] - base).abs().max(axis=1)
+    mmlu_ok = {m: bool((drift[util.method == m] <= 0.03 + 1e-9).all()) for m in ("bipo", "caa")}
+    comp_idx = comp_df.set_index(["vector", "behaviour"])["margin shift"]
     minutes = (time.perf_counter() - t_all) / 60
     cmd = "python bench/steering_quality.py" + (" --quick" if args.quick else "")
     text = f"""# Results: BiPO vs CAA on SmolLM2-135M-Instruct
@@ -183,13 +204,17 @@ neutral sentences. Vectors are applied at every position (BiPO's convention) for
 
 {md_table(table)}
 
-BiPO's range (score(+2) - score(-2)) is at least CAA's on **{wins} of {len(data)}** behaviours.
+BiPO's range (score(+2) - score(-2)) is at least CAA's on **{wins} of {len(data)}** behaviours
+as trained, and on **{wins_eq} of {len(data)}** with BiPO's direction rescaled to CAA's norm
+(`bipo@caa-norm`: the comparison of directions; a trained BiPO vector's norm depends on the
+number of steps and the learning rate, CAA's on the model's activation scale).
 
 ## Utility
 
 {md_table(util)}
 
-MMLU within 3 points of the unsteered model at +-1 for every vector: **{mmlu_ok}**
+MMLU within 3 points of the unsteered model at +-1: BiPO vectors **{mmlu_ok["bipo"]}**,
+CAA vectors **{mmlu_ok["caa"]}**
 (unsteered accuracy {base:.3f} on {len(mmlu)} items; a 135M model is near chance on MMLU, so
 this is a weak check).
 
@@ -199,7 +224,17 @@ this is a weak check).
 
 ## Composition
 
+BiPO vectors trained separately for power-seeking and hallucination, applied alone and summed,
+at multiplier +1; shifts relative to the unsteered model (A/B score on the A/B items,
+preference margin in nats on the free-text test pairs).
+
 {md_table(comp_df)}
+
+v_power + v_hallucination moves the power-seeking margin by
+{comp_idx[("power + hallucination", "power-seeking")]:+.2f} nats (v_power alone
+{comp_idx[("power", "power-seeking")]:+.2f}) and the hallucination margin by
+{comp_idx[("power + hallucination", "hallucination")]:+.2f} nats (v_hallucination alone
+{comp_idx[("hallucination", "hallucination")]:+.2f}).
 
 ## Reading the numbers honestly
 
@@ -211,7 +246,6 @@ this is a weak check).
 """
     for b in data:
         text += f"\n![{b}](img/quality_{b}.png)\n"
-    suffix = "_quick" if args.quick else ""
     (DOCS / f"results{suffix}.md").write_text(text)
     print(text)
 

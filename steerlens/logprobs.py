@@ -128,12 +128,18 @@ def answer_logprobs(
     """
     if answer_mask[:, 0].any():
         raise ValueError("an answer cannot start at position 0 (it needs a prompt before it)")
-    if fwd_hooks:
-        logits = model.run_with_hooks(input_ids, fwd_hooks=list(fwd_hooks))
-    else:
-        logits = model(input_ids)
     target_mask = answer_mask[:, 1:]
-    sel_logits = logits[:, :-1][target_mask]  # [n_answer_tokens, vocab]
+    if _can_unembed_selected(model):
+        # unembed only the positions that score answer tokens: the prompt's logits (most of
+        # the tokens) are never computed, in the forward or the backward pass
+        final = _final_residual(model, input_ids, fwd_hooks)
+        sel_logits = final[:, :-1][target_mask] @ model.W_U + model.b_U
+    else:
+        if fwd_hooks:
+            logits = model.run_with_hooks(input_ids, fwd_hooks=list(fwd_hooks))
+        else:
+            logits = model(input_ids)
+        sel_logits = logits[:, :-1][target_mask]  # [n_answer_tokens, vocab]
     targets = input_ids[:, 1:][target_mask]
     token_lp = torch.log_softmax(sel_logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
     row_index = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(
@@ -141,6 +147,46 @@ def answer_logprobs(
     )[target_mask]
     out = torch.zeros(input_ids.shape[0], dtype=token_lp.dtype, device=token_lp.device)
     return out.index_add(0, row_index, token_lp)
+
+
+class _FinalResidual(Exception):  # noqa: N818 - control flow, not an error
+    """Raised by a hook to stop the forward pass before the unembedding."""
+
+    def __init__(self, value: Tensor) -> None:
+        self.value = value
+
+
+_UNEMBED_INPUT = "unembed.hook_in"
+
+
+def _can_unembed_selected(model: Any) -> bool:
+    """Whether the model's logits are ``unembed.hook_in @ W_U + b_U`` and nothing more.
+
+    True for TransformerBridge and HookedTransformer-style models with an unembedding hook point
+    and no final logit soft-capping (Gemma 2 style), where the short cut would change the
+    logits.
+    """
+    hook_dict = getattr(model, "hook_dict", None)
+    if hook_dict is None or _UNEMBED_INPUT not in hook_dict:
+        return False
+    if (getattr(model.cfg, "output_logits_soft_cap", None) or 0.0) > 0:
+        return False
+    return hasattr(model, "W_U") and hasattr(model, "b_U")
+
+
+def _final_residual(
+    model: Any, input_ids: Int[Tensor, "rows pos"], fwd_hooks: Hooks
+) -> Float[Tensor, "rows pos d_model"]:
+    """The input of the unembedding (after the final norm), without computing the logits."""
+
+    def stop(act: Tensor, hook: Any) -> None:
+        raise _FinalResidual(act)
+
+    try:
+        model.run_with_hooks(input_ids, fwd_hooks=[*fwd_hooks, (_UNEMBED_INPUT, stop)])
+    except _FinalResidual as done:
+        return done.value
+    raise RuntimeError(f"the forward pass never reached {_UNEMBED_INPUT!r}")  # pragma: no cover
 
 
 def _pad_id(model: Any) -> int:

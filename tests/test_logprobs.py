@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 
 import steerlens as sl
+from steerlens.vector import SteerHook
 from steerlens.logprobs import (
     answer_logprobs,
     encode_pairs,
@@ -55,3 +56,35 @@ def test_batch_size_does_not_change_results(tiny):
     a = pair_logprobs(tiny, enc, batch_size=1)
     b = pair_logprobs(tiny, enc, batch_size=5)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_answer_only_unembedding_equals_full_logits(tiny, rand_vec, monkeypatch):
+    """The short cut (unembed only answer positions) gives the full path's values and grads."""
+    import steerlens.logprobs as lp_mod
+
+    enc = encode_pairs(tiny.tokenizer, sl.load_pairs(sl.demo_data_path("train"))[:3])
+    ids, mask = pair_rows(enc, pad_id=0)
+    assert lp_mod._can_unembed_selected(tiny)
+
+    def run():
+        v = rand_vec(tiny, layer=1).vectors["blocks.1.hook_resid_post"].requires_grad_(True)
+        hook = SteerHook(v, 1.5, "all")
+        out = answer_logprobs(tiny, ids, mask, [("blocks.1.hook_resid_post", hook)])
+        (grad,) = torch.autograd.grad(out.sum(), v)
+        return out.detach(), grad
+
+    fast, fast_grad = run()
+    assert sl.active_hooks(tiny) == []
+    monkeypatch.setattr(lp_mod, "_can_unembed_selected", lambda model: False)
+    full, full_grad = run()
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(fast_grad, full_grad, atol=1e-5, rtol=1e-5)
+    # and the model still runs normally afterwards (the aborted forward left nothing behind)
+    torch.testing.assert_close(tiny(ids), tiny.original_model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_unembedding_short_cut_is_off_for_soft_capped_logits(tiny, monkeypatch):
+    import steerlens.logprobs as lp_mod
+
+    monkeypatch.setattr(tiny.cfg, "output_logits_soft_cap", 30.0)
+    assert not lp_mod._can_unembed_selected(tiny)
