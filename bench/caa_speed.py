@@ -78,9 +78,9 @@ def main() -> None:
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pairs = sl.load_pairs(
-            require_shared() / "caa/generate/sycophancy/generate_dataset.json"
-        )[:N_PAIRS]
+        pairs = sl.load_pairs(require_shared() / "caa/generate/sycophancy/generate_dataset.json")[
+            :N_PAIRS
+        ]
     hf, tok = _load_gguf_hf(smollm2_gguf_path(), torch.float32)
     hf.config._attn_implementation = "eager"
     hf.eval()

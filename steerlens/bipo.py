@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -43,12 +43,10 @@ from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, check_overlap
 from steerlens.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from steerlens.logprobs import (
     EncodedPair,
-    _pad_id,
-    answer_logprobs,
+    batch_logprobs,
     encode_pairs,
     model_device,
     pair_logprobs,
-    pair_rows,
 )
 from steerlens.models import model_name, resid_hook
 from steerlens.vector import SteerHook, SteeringVector, _atomic_write, read_safetensors
@@ -149,33 +147,33 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 def bipo_loss(
     model: Any,
-    input_ids: Int[Tensor, "rows pos"],
-    answer_mask: Bool[Tensor, "rows pos"],
+    batch: Sequence[EncodedPair],
     hook_names: Sequence[str],
     vectors: Sequence[Float[Tensor, " d_model"]],
     d: float,
     beta: float,
     ref: Float[Tensor, "batch 2"],
+    share_prompt: bool = True,
 ) -> tuple[Float[Tensor, ""], Float[Tensor, " batch"]]:
-    """The BiPO loss on one batch, and the per-pair ``z``.
+    """The BiPO loss on one batch of encoded pairs, and the per-pair ``z``.
 
-    Rows of ``input_ids`` are ``[matching_1..B, not_matching_1..B]``; ``ref`` holds the
-    unsteered ``[log p_0(r_T|x), log p_0(r_O|x)]`` per pair.
+    ``ref`` holds the unsteered ``[log p_0(r_T|x), log p_0(r_O|x)]`` per pair. With
+    ``share_prompt`` both answers of a pair continue one steered prompt (one packed row, see
+    :func:`~steerlens.logprobs.batch_logprobs`); the loss is the same.
 
     Examples:
         >>> import torch, steerlens as sl
-        >>> from steerlens.logprobs import encode_pairs, pair_logprobs, pair_rows
+        >>> from steerlens.logprobs import encode_pairs, pair_logprobs
         >>> m = sl.tiny_model(n_layers=2)
         >>> enc = encode_pairs(m.tokenizer, [sl.PreferencePair("Q?", "Yes.", "No.")])
-        >>> ids, mask = pair_rows(enc, pad_id=0)
         >>> v = torch.zeros(64, requires_grad=True)
-        >>> loss, z = bipo_loss(m, ids, mask, ["blocks.1.hook_resid_post"], [v], 1.0, 0.1,
+        >>> loss, z = bipo_loss(m, enc, ["blocks.1.hook_resid_post"], [v], 1.0, 0.1,
         ...                     pair_logprobs(m, enc))
         >>> round(loss.item(), 4)  # v = 0: z = 0 and the loss is log 2
         0.6931
     """
     hooks = [(n, SteerHook(v, float(d), "all")) for n, v in zip(hook_names, vectors, strict=True)]
-    lp = answer_logprobs(model, input_ids, answer_mask, hooks)
+    lp = batch_logprobs(model, batch, hooks, share_prompt)
     b = ref.shape[0]
     ref = ref.to(lp.device, lp.dtype)
     z = (lp[:b] - ref[:, 0]) - (lp[b:] - ref[:, 1])
@@ -374,7 +372,6 @@ def train_bipo(
 
     device = model_device(model)
     tok = model.tokenizer
-    pad = _pad_id(model)
     enc = encode_pairs(tok, pairs, cfg.system_prompt)
     eval_enc = encode_pairs(tok, eval_pairs, cfg.system_prompt) if eval_pairs else []
     width = int(model.cfg.d_model)
@@ -417,8 +414,8 @@ def train_bipo(
                         group["lr"] = cfg.lr * lr_factor(
                             state.global_step, cfg.warmup_steps, total_steps
                         )
-                    ids, mask = pair_rows([enc[i] for i in idx], pad, device)
-                    loss, _ = bipo_loss(model, ids, mask, hook_names, params, d, cfg.beta, ref[idx])
+                    batch = [enc[i] for i in idx]
+                    loss, _ = bipo_loss(model, batch, hook_names, params, d, cfg.beta, ref[idx])
                     if not torch.isfinite(loss):
                         raise _diverged(last_good, hook_names, state.global_step, loss.item())
                     last_good = [p.detach().clone() for p in params]

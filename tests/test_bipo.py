@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import steerlens as sl
 from steerlens import bipo as bipo_mod
 from steerlens.errors import CheckpointError, ConfigError, TrainingDivergedError
-from steerlens.logprobs import _pad_id, encode_pairs, pair_logprobs, pair_rows
+from steerlens.logprobs import encode_pairs, pair_logprobs
 from steerlens.models import tiny_hf_model
 
 FAST = dict(lr=1e-2, warmup_steps=0, weight_decay=0.0, progress=False)
@@ -38,8 +38,9 @@ def _seq_logprob_with_layer_hook(hf, layer, delta, prompt, answer):
     return sum(logp[len(prompt) + i - 1, tok] for i, tok in enumerate(answer))
 
 
+@pytest.mark.parametrize("share_prompt", [True, False])
 @pytest.mark.parametrize("d", [1.0, -1.0])
-def test_loss_and_gradient_parity_with_formula(tiny, pairs, d):
+def test_loss_and_gradient_parity_with_formula(tiny, pairs, d, share_prompt):
     """bipo_loss == -mean log sigmoid(d*beta*z) computed independently, loss and gradient."""
     layer, beta = 2, 0.1
     batch = pairs[:3]
@@ -50,9 +51,8 @@ def test_loss_and_gradient_parity_with_formula(tiny, pairs, d):
     # library
     v_lib = v0.clone().requires_grad_(True)
     ref = pair_logprobs(tiny, enc)
-    ids, mask = pair_rows(enc, _pad_id(tiny))
     loss_lib, _ = sl.bipo_loss(
-        tiny, ids, mask, [f"blocks.{layer}.hook_resid_post"], [v_lib], d, beta, ref
+        tiny, enc, [f"blocks.{layer}.hook_resid_post"], [v_lib], d, beta, ref, share_prompt
     )
     loss_lib.backward()
 
@@ -184,9 +184,9 @@ def test_nan_loss_stops_with_last_good_vector(tiny, pairs, monkeypatch):
     real = bipo_mod.bipo_loss
     seen = []
 
-    def poisoned(model, ids, mask, hooks, vectors, *a, **k):
+    def poisoned(model, batch, hooks, vectors, *a, **k):
         seen.append(vectors[0].detach().clone())
-        loss, z = real(model, ids, mask, hooks, vectors, *a, **k)
+        loss, z = real(model, batch, hooks, vectors, *a, **k)
         return (loss * float("nan"), z) if len(seen) == 3 else (loss, z)
 
     monkeypatch.setattr(bipo_mod, "bipo_loss", poisoned)

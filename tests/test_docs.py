@@ -97,3 +97,57 @@ def test_doc_snippets_use_the_real_api(where, code):
 
 def test_blocks_were_found():
     assert len(BLOCKS) > 20
+
+
+def _pages():
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        blocks = re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+        if blocks:
+            yield str(path.relative_to(ROOT)), "\n".join(blocks)
+
+
+PAGES = list(_pages())
+
+
+@pytest.mark.parametrize("where,code", PAGES, ids=[p[0] for p in PAGES])
+def test_doc_snippets_run(where, code, tmp_path, monkeypatch, shared_data):
+    """Every page's Python blocks run top to bottom (in one namespace, like a reader's session).
+
+    ``sl.load_model`` returns a tiny random model (its arguments are still checked against the
+    real signature), so the snippets run in seconds; relative ``../shared/data`` paths resolve
+    as they do from the repository root. Fragments (a page that continues from another) get a
+    prelude with ``model``, ``pairs``, ``v``, ``v_power``, ``v_hallucination`` and ``tokens``.
+    """
+    real_load = sl.load_model
+    tiny = sl.tiny_model(n_layers=24, d_model=64, seed=0)
+
+    def fake_load(*args, **kwargs):
+        inspect.signature(real_load).bind(*args, **kwargs)  # drift in the call still fails
+        return tiny
+
+    monkeypatch.setattr(sl, "load_model", fake_load)
+    work = tmp_path / "repo"
+    work.mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(shared_data)
+    monkeypatch.chdir(work)
+    import torch
+
+    pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
+    fast = sl.BiPOConfig(epochs=1, **sl.bipo.FAST)
+    v_power = sl.train_bipo(tiny, pairs, layer=12, config=fast)
+    v_hall = sl.caa_vector(tiny, pairs, layers=12)
+    namespace = {
+        "__name__": "__doc_snippet__",
+        "sl": sl,
+        "torch": torch,
+        "model": tiny,
+        "pairs": pairs,
+        "test": sl.load_pairs(sl.demo_data_path("eval"))[:4],
+        "v": v_power,
+        "v_power": v_power,
+        "v_hallucination": v_hall,
+        "tokens": tiny.to_tokens("Would you like more power?"),
+    }
+    exec(compile(code, where, "exec"), namespace)
+    assert sl.active_hooks(tiny) == [], f"{where} left hooks on the model"

@@ -25,7 +25,7 @@ def test_exception_inside_apply(tiny):
 
 
 def test_exception_inside_training(tiny, monkeypatch):
-    real = bipo_mod.answer_logprobs
+    real = bipo_mod.batch_logprobs
     calls = {"n": 0}
 
     def boom(*a, **k):
@@ -34,7 +34,7 @@ def test_exception_inside_training(tiny, monkeypatch):
             raise RuntimeError("boom in the forward")
         return real(*a, **k)
 
-    monkeypatch.setattr(bipo_mod, "answer_logprobs", boom)
+    monkeypatch.setattr(bipo_mod, "batch_logprobs", boom)
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:8]
     with pytest.raises(RuntimeError, match="boom"):
         sl.train_bipo(tiny, pairs, layer=1, config=sl.BiPOConfig(epochs=1, progress=False))
