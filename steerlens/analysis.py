@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
-from steerlens.baselines import Read, collect_activations
+from steerlens.baselines import Read, balanced_mean, collect_activations, matching_letter_is_first
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, format_prompt
 from steerlens.errors import HookError
 from steerlens.logprobs import encode_text, model_device
@@ -191,10 +192,16 @@ def projection_gap(
     pairs: Sequence[PreferencePair],
     *,
     read: Read = "auto",
+    balance_letters: bool = False,
     batch_size: int = 8,
 ) -> pd.DataFrame:
     """Mean projection of matching minus non-matching activations onto the vector's unit
     direction, per hook, with the fraction of pairs whose matching side projects higher.
+
+    With ``balance_letters`` (A/B items) both numbers weight the items that match with (A) and
+    those that match with (B) equally, so that a direction that only encodes the answer
+    letter's identity scores 0 however the letters are distributed (see
+    :func:`~steerlens.baselines.caa_vector`).
 
     Examples:
         >>> import steerlens as sl
@@ -207,7 +214,12 @@ def projection_gap(
     layers = [hook_layer(h) for h in vector.hook_names]
     if any(x is None for x in layers):
         raise HookError("projection_gap needs block hooks (blocks.N...)")
+    groups = matching_letter_is_first(pairs) if balance_letters else None
     acts = collect_activations(model, pairs, layers, read=read, batch_size=batch_size)  # type: ignore[arg-type]
+
+    def mean(x: Tensor) -> float:
+        return float(x.mean() if groups is None else balanced_mean(x, groups))
+
     rows = []
     for h, v in vector.vectors.items():
         m, n = acts[h]
@@ -217,8 +229,8 @@ def projection_gap(
             {
                 "hook": h,
                 "layer": hook_layer(h),
-                "gap": float((pm - pn).mean()),
-                "separated": float((pm > pn).float().mean()),
+                "gap": mean(pm - pn),
+                "separated": mean((pm > pn).float()),
                 "proj_matching": float(pm.mean()),
                 "proj_not_matching": float(pn.mean()),
             }

@@ -5,6 +5,12 @@ block output (``hook_resid_post``) is read at the answer-letter token; the vecto
 items of (matching - not matching). For free-text pairs the activation is the mean over the
 answer tokens (``read="mean"``) or the last answer token (``read="last"``).
 
+Letter balance: at the answer-letter token the activation mostly encodes WHICH letter was
+written, and a plain mean over items keeps ``(share of A-matching - share of B-matching) x
+(A - B)`` of it. ``balance_letters=True`` weights the A-matching and the B-matching items
+equally, so the letter's identity cancels and only what differs with the behaviour is left. On
+SmolLM2-135M this decides whether CAA's held-out A/B items separate at all (docs/results.md).
+
 Examples:
     >>> import steerlens as sl
     >>> model = sl.tiny_model(n_layers=3)
@@ -114,12 +120,50 @@ def collect_activations(
     return {h: (t[0::2].clone(), t[1::2].clone()) for h, t in out.items()}
 
 
+def matching_letter_is_first(pairs: Sequence[PreferencePair]) -> Tensor:
+    """For A/B pairs: True where the matching answer is the first letter (``(A)``).
+
+    Raises:
+        DataError: a pair is not A/B, or all pairs match with the same letter (nothing to
+            balance).
+
+    Examples:
+        >>> pairs = [PreferencePair("q", "(A)", "(B)"), PreferencePair("r", "(B)", "(A)")]
+        >>> matching_letter_is_first(pairs).tolist()
+        [True, False]
+    """
+    letters = []
+    for i, p in enumerate(pairs):
+        if p.matching_letter is None:
+            raise DataError(f"pairs[{i}]: letter balance needs A/B answers, got {p.matching!r}")
+        letters.append(p.matching_letter)
+    first = min(letters)
+    is_first = torch.tensor([x == first for x in letters])
+    if bool(is_first.all()) or not bool(is_first.any()):
+        raise DataError(
+            f"letter balance needs items matching with each letter; all {len(pairs)} match "
+            f"with ({letters[0]})"
+        )
+    return is_first
+
+
+def balanced_mean(values: Tensor, groups: Tensor) -> Tensor:
+    """Mean of the two group means (``groups`` is a boolean mask over the first dimension).
+
+    Examples:
+        >>> balanced_mean(torch.tensor([1.0, 3.0, 10.0]), torch.tensor([True, True, False]))
+        tensor(6.)
+    """
+    return 0.5 * (values[groups].mean(0) + values[~groups].mean(0))
+
+
 def caa_vector(
     model: Any,
     pairs: Sequence[PreferencePair],
     layers: int | Sequence[int],
     *,
     read: Read = "auto",
+    balance_letters: bool = False,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
     progress: bool = False,
@@ -130,6 +174,9 @@ def caa_vector(
     Args:
         layers: block index or list of indices (negative count from the end).
         read: where to read activations (see :func:`collect_activations`).
+        balance_letters: for A/B items, weight the items whose matching answer is (A) and those
+            whose matching answer is (B) equally (the mean of the two groups' mean differences),
+            so that the answer letter's identity cancels. The paper's plain mean is the default.
 
     The forward pass stops after the last needed block (``stop_at_layer``).
 
@@ -141,6 +188,7 @@ def caa_vector(
         ('caa', 64)
     """
     layer_list = [layers] if isinstance(layers, int) else list(layers)
+    groups = matching_letter_is_first(pairs) if balance_letters else None
     acts = collect_activations(
         model,
         pairs,
@@ -150,7 +198,10 @@ def caa_vector(
         batch_size=batch_size,
         progress=progress,
     )
-    vectors = {h: (m - n).mean(0) for h, (m, n) in acts.items()}
+    vectors = {
+        h: (m - n).mean(0) if groups is None else balanced_mean(m - n, groups)
+        for h, (m, n) in acts.items()
+    }
     meta = {
         "method": "caa",
         "model": model_name(model),
@@ -158,6 +209,7 @@ def caa_vector(
         "behaviour": behaviour,
         "layers": [int(h.split(".")[1]) for h in vectors],
         "read": read,
+        "balance_letters": balance_letters,
         "n_pairs": len(pairs),
     }
     return SteeringVector(vectors, meta)

@@ -9,7 +9,7 @@ from steerlens.data import format_prompt
 from steerlens.errors import DataError
 
 
-def _manual_caa(model, items, layer):
+def _manual_caa(model, items, layer, reduce=True):
     """CAA by hand: one run_with_cache per completion, read at the answer letter."""
     hook = f"blocks.{layer}.hook_resid_post"
     tok = model.tokenizer
@@ -24,7 +24,56 @@ def _manual_caa(model, items, layer):
             _, cache = model.run_with_cache(ids, names_filter=[hook])
             acts.append(cache[hook][0, -1])
         diffs.append(acts[0] - acts[1])
-    return torch.stack(diffs).mean(0)
+    return torch.stack(diffs).mean(0) if reduce else torch.stack(diffs)
+
+
+def test_letter_balanced_caa_parity(tiny):
+    """balance_letters: mean of the (A)-matching items' mean difference and the (B)-matching
+    items' mean difference, checked against per-item differences computed by hand."""
+    items = sl.load_pairs(sl.demo_data_path("ab"))[:6]
+    first = torch.tensor([it.matching_letter == "A" for it in items])
+    assert first.any() and not first.all()
+    v = sl.caa_vector(tiny, items, layers=2, balance_letters=True)
+    diffs = _manual_caa(tiny, items, 2, reduce=False)
+    expected = 0.5 * (diffs[first].mean(0) + diffs[~first].mean(0))
+    got = v.vectors["blocks.2.hook_resid_post"]
+    assert torch.allclose(got, expected, atol=1e-5)
+    if int(first.sum()) != int((~first).sum()):  # unequal groups: differs from the plain mean
+        assert not torch.allclose(got, diffs.mean(0), atol=1e-4)
+    assert v.metadata["balance_letters"] is True
+
+
+def test_letter_balance_needs_both_letters_and_ab_items(tiny):
+    only_a = [sl.PreferencePair(f"q{i}", "(A)", "(B)") for i in range(3)]
+    with pytest.raises(DataError, match="all 3 match with"):
+        sl.caa_vector(tiny, only_a, layers=1, balance_letters=True)
+    with pytest.raises(DataError, match=r"pairs\[1\]: letter balance needs A/B"):
+        sl.caa_vector(
+            tiny, [only_a[0], sl.PreferencePair("q", "yes", "no")], layers=1, balance_letters=True
+        )
+
+
+def test_balanced_gap_ignores_a_pure_letter_direction(tiny):
+    """A direction that only encodes which letter was written has balanced gap 0 (up to
+    float error), whatever the share of (A)-matching items; the plain gap does not."""
+    from steerlens.analysis import projection_gap
+
+    items = sl.load_pairs(sl.demo_data_path("ab"))
+    a_items = [it for it in items if it.matching_letter == "A"][:3]
+    b_items = [it for it in items if it.matching_letter == "B"][:1]
+    skewed = a_items + b_items
+    # the letter direction: activation after "(A" minus after "(B" with the same question
+    acts = collect_activations(tiny, skewed, [2])["blocks.2.hook_resid_post"]
+    letter_dir = torch.cat([acts[0][:3] - acts[1][:3], acts[1][3:] - acts[0][3:]]).mean(0)
+    v = sl.SteeringVector({"blocks.2.hook_resid_post": letter_dir})
+    same_q = [sl.PreferencePair(it.question, "(A)", "(B)") for it in skewed[:1]] + [
+        sl.PreferencePair(skewed[0].question, "(B)", "(A)")
+    ]
+    plain = projection_gap(tiny, v, same_q)["gap"].iloc[0]
+    balanced = projection_gap(tiny, v, same_q, balance_letters=True)["gap"].iloc[0]
+    assert abs(balanced) < 1e-4 * max(1.0, abs(plain))
+    skew = projection_gap(tiny, v, same_q[:1] * 3 + same_q[1:], balance_letters=False)
+    assert abs(skew["gap"].iloc[0]) > 10 * abs(balanced) + 1e-6
 
 
 def test_caa_parity_ab(tiny):
@@ -104,17 +153,25 @@ def test_caa_separates_heldout_activations_real_data(smol, shared_data):
 
 
 @pytest.mark.slow
-def test_caa_gap_on_caa_ab_data_is_reported(smol, shared_data):
-    """On CAA's A/B items the letter-token activations of a 135M model are dominated by the
-    letter's identity; the gap is computed and finite (see docs/results.md for the values)."""
+@pytest.mark.parametrize(
+    "behaviour,min_separated", [("corrigible-neutral-HHH", None), ("hallucination", 0.7)]
+)
+def test_letter_balanced_caa_separates_heldout_ab_items(
+    smol, shared_data, behaviour, min_separated
+):
+    """On CAA's A/B data the letter's identity dominates the letter-token activation of a 135M
+    model: the plain gap's sign follows the test set's share of (A)-matching items. Letter
+    balance removes it, and the held-out items separate (layer 18; docs/results.md has the
+    numbers for all behaviours, sycophancy does not separate)."""
     from steerlens.analysis import projection_gap
 
     folder = shared_data / "caa"
-    train = sl.load_pairs(folder / "generate/survival-instinct/generate_dataset.json")[:32]
-    test = sl.load_pairs(folder / "test/survival-instinct/test_dataset_ab.json")[:16]
-    v = sl.caa_vector(smol, train, layers=12)
-    gap = projection_gap(smol, v, test)
-    assert gap["gap"].notna().all() and (gap["separated"].between(0, 1)).all()
-    # the training items themselves are separated by construction of the mean difference
-    own = projection_gap(smol, v, train)
-    assert own["gap"].iloc[0] > 0
+    train = sl.load_pairs(folder / f"generate/{behaviour}/generate_dataset.json")[:160]
+    test = sl.load_pairs(folder / f"test/{behaviour}/test_dataset_ab.json")
+    assert not sl.check_overlap(train, test, warn=False)
+    v = sl.caa_vector(smol, train, layers=18, balance_letters=True)
+    gap = projection_gap(smol, v, test, balance_letters=True)
+    print(behaviour, gap.to_string())
+    assert gap["gap"].iloc[0] > 1.0  # measured: +3.9 corrigible, +8.5 hallucination
+    if min_separated is not None:  # corrigible: the mean moves, single items ~50/50
+        assert gap["separated"].iloc[0] > min_separated
