@@ -335,7 +335,12 @@ Warm `sl.load_model()` (dequantised weights cached on disk): {o["load_seconds"]:
 interpreter on this machine).
 """
     DOCS.mkdir(exist_ok=True)
-    (DOCS / "performance.md").write_text(text + WHERE + SCALING)
+    perf = DOCS / "performance.md"
+    # keep the CAA section that bench/caa_speed.py writes between its markers
+    start, end = "<!-- caa-speed:start -->", "<!-- caa-speed:end -->"
+    old = perf.read_text() if perf.exists() else ""
+    caa = start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n" if start in old else ""
+    perf.write_text(text + WHERE + SCALING + ("\n" + caa if caa else ""))
     print(text)
 
 
