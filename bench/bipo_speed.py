@@ -376,23 +376,29 @@ was not reproduced here.
 SCALING = """
 ## Scaling
 
+Measured at 7B on an H100 (random weights of Llama-2-7b-chat's shape):
+[Performance at 7B on a GPU](performance_gpu.md).
+
 How the cost of `sl.train_bipo` grows (reasoning from the implementation, checked against the
 small-model numbers above):
 
-* **Sequence length T**: each step is one forward and one backward pass over 2 x batch rows of
-  length T (prompt + longer answer). Attention is O(T^2) but at these lengths (100-200 tokens)
-  the MLPs and the unembedding dominate, so time is close to linear in T. Activation memory of
-  the backward pass grows linearly with T x (n_layers - L).
+* **Sequence length T**: each step is one forward and one backward pass over `batch` packed
+  rows of length P + A_T + A_O (the prompt once, then both answers). Attention is O(T^2) but at
+  these lengths (100-250 tokens) the MLPs dominate, so time is close to linear in T; the
+  unembedding grows with the answer tokens only. Activation memory of the backward pass grows
+  linearly with T x (n_layers - L), plus the [batch, T, T] block mask.
 * **Dataset size N**: time per epoch is linear in N; the one-time reference pass is about one
   third of an epoch (a forward without backward), so it is amortised over the epochs (20 in
   the paper). Memory does not grow with N (only 2 floats of reference log-prob per pair).
 * **Layer index L**: the gradient only flows through blocks L+1..n, so the backward pass costs
-  about (n - L) / n of a full backward; a later layer trains faster. The forward pass is full.
+  about (n - L) / n of a full backward; a later layer trains faster. The forward pass is full
+  (blocks 0..L run without gradient).
 * **Model size**: time and memory scale with parameter count. For a 7B model (Llama-2-7b-chat,
   the paper's setting) in bf16 on one 80 GB GPU: weights 13.5 GB, one model copy instead of two
   saves another 13.5 GB, and activations for batch 4 x 2 rows x ~200 tokens with gradient
-  checkpoint-free backward through 17 of 32 layers fit in a few GB. Expect roughly 0.2-0.4 s
-  per step on an H100-class GPU, i.e. well under a minute per epoch for ~700 pairs.
+  checkpoint-free backward through 17 of 32 layers fit in a few GB. Measured on an H100 with a
+  7B-shaped model: 0.09 s per step and 15 GiB peak (the authors' way: 0.12 s, 30 GiB), i.e.
+  about 15 s per epoch for ~640 pairs.
 * **Sharded models** (`device_map="auto"` across GPUs): steerlens keeps the vector on the device
   of the hook's activation (it is cast to that dtype/device inside the hook), so no code
   changes are needed; the pipeline-style execution makes each step about as slow as the sum of
