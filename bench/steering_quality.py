@@ -100,6 +100,7 @@ def main() -> None:
             rows.append(rec)
             mm = sl.ab_score(model, v, mmlu, (-1, 0, 1))
             kl = sl.kl_divergence(model, v, multipliers=(-1, 1))
+            print(f"  {b} {method}: {time.perf_counter() - t0:.0f} s", flush=True)
             utility.append(
                 {
                     "behaviour": b,
@@ -132,6 +133,7 @@ def main() -> None:
                 metric="ab",
                 progress=False,
             )
+            print(f"  {b} {method} sweep: {time.perf_counter() - t0:.0f} s", flush=True)
             sw = sw.pivot(index="layer", columns="multiplier", values="score")
             ranges = sw[2.0] - sw[-2.0]
             picked[f"{method} best layer"] = int(ranges.idxmax())

@@ -33,6 +33,7 @@ from steerlens.logprobs import (
     encode_text,
     end_of_turn_id,
     length_buckets,
+    logits_at,
     model_device,
     pad_rows,
     pair_logprobs,
@@ -107,12 +108,13 @@ def ab_probabilities(
     for idx in length_buckets([len(p) + len(a) for p, a in rows], batch_size):
         ids, _ = pad_rows([rows[i] for i in idx], pad, device)
         hooks = _factory(vector, multiplier, positions)
-        logits = model.run_with_hooks(ids, fwd_hooks=hooks()) if hooks else model(ids)
-        for j, i in enumerate(idx):
-            last = len(rows[i][0]) + len(rows[i][1]) - 1
-            t_match, t_other = letters[i]
-            pair = logits[j, last].float()[[t_match, t_other]]
-            out[i] = torch.softmax(pair, -1)[0]
+        last = torch.tensor([len(rows[i][0]) + len(rows[i][1]) - 1 for i in idx], device=device)
+        logits = logits_at(
+            model, ids, torch.arange(len(idx), device=device), last, hooks() if hooks else ()
+        )
+        pick = torch.tensor([letters[i] for i in idx], device=device)
+        pair = logits.float().gather(-1, pick)
+        out[idx] = torch.softmax(pair, -1)[:, 0].cpu()
     return out
 
 

@@ -137,17 +137,8 @@ def answer_logprobs(
     if answer_mask[:, 0].any():
         raise ValueError("an answer cannot start at position 0 (it needs a prompt before it)")
     target_mask = answer_mask[:, 1:]
-    if _can_unembed_selected(model):
-        # unembed only the positions that score answer tokens: the prompt's logits (most of
-        # the tokens) are never computed, in the forward or the backward pass
-        final = _final_residual(model, input_ids, fwd_hooks)
-        sel_logits = final[:, :-1][target_mask] @ model.W_U + model.b_U
-    else:
-        if fwd_hooks:
-            logits = model.run_with_hooks(input_ids, fwd_hooks=list(fwd_hooks))
-        else:
-            logits = model(input_ids)
-        sel_logits = logits[:, :-1][target_mask]  # [n_answer_tokens, vocab]
+    rows, cols = target_mask.nonzero(as_tuple=True)  # position t-1 scores the token at t
+    sel_logits = logits_at(model, input_ids, rows, cols, fwd_hooks)  # [n_answer_tokens, vocab]
     targets = input_ids[:, 1:][target_mask]
     token_lp = torch.log_softmax(sel_logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
     row_index = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(
@@ -155,6 +146,39 @@ def answer_logprobs(
     )[target_mask]
     out = torch.zeros(input_ids.shape[0], dtype=token_lp.dtype, device=token_lp.device)
     return out.index_add(0, row_index, token_lp)
+
+
+def logits_at(
+    model: Any,
+    input_ids: Int[Tensor, "rows pos"],
+    rows: Int[Tensor, " n"],
+    cols: Int[Tensor, " n"],
+    fwd_hooks: Hooks = (),
+    **forward_kwargs: Any,
+) -> Float[Tensor, "n vocab"]:
+    """Logits at the positions ``(rows[i], cols[i])`` only.
+
+    Where the model allows it (:func:`_can_unembed_selected`) the forward pass stops at the
+    unembedding's hook point and only the selected positions are multiplied by ``W_U``: the
+    full ``[rows, pos, vocab]`` logits (49k columns per position for SmolLM2) are never built,
+    in the forward or the backward pass. Otherwise the full logits are computed and indexed.
+
+    Examples:
+        >>> import torch, steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> ids = torch.tensor([[1, 2, 3, 4]])
+        >>> sel = logits_at(m, ids, torch.tensor([0]), torch.tensor([2]))
+        >>> torch.allclose(sel[0], m(ids)[0, 2], atol=1e-5)
+        True
+    """
+    if _can_unembed_selected(model):
+        final = _final_residual(model, input_ids, fwd_hooks, **forward_kwargs)
+        return final[rows, cols] @ model.W_U + model.b_U
+    if fwd_hooks or forward_kwargs:
+        logits = model.run_with_hooks(input_ids, fwd_hooks=list(fwd_hooks), **forward_kwargs)
+    else:
+        logits = model(input_ids)
+    return logits[rows, cols]
 
 
 class _FinalResidual(Exception):  # noqa: N818 - control flow, not an error
@@ -287,14 +311,16 @@ def packed_logprobs(
     The same numbers as :func:`answer_logprobs` on :func:`pair_rows` (tested), from half the
     prompt tokens. Differentiable through ``fwd_hooks``.
     """
-    kwargs = {"attention_mask": packed.attention_mask, "position_ids": packed.position_ids}
-    if _can_unembed_selected(model):
-        final = _final_residual(model, packed.input_ids, fwd_hooks, **kwargs)
-        flat = final.reshape(-1, final.shape[-1])[packed.source]
-        sel_logits = flat @ model.W_U + model.b_U
-    else:
-        logits = model.run_with_hooks(packed.input_ids, fwd_hooks=list(fwd_hooks), **kwargs)
-        sel_logits = logits.reshape(-1, logits.shape[-1])[packed.source]
+    width = packed.input_ids.shape[1]
+    sel_logits = logits_at(
+        model,
+        packed.input_ids,
+        packed.source // width,
+        packed.source % width,
+        fwd_hooks,
+        attention_mask=packed.attention_mask,
+        position_ids=packed.position_ids,
+    )
     token_lp = torch.log_softmax(sel_logits.float(), dim=-1)
     token_lp = token_lp.gather(-1, packed.targets[:, None])[:, 0]
     out = torch.zeros(packed.n_out, dtype=token_lp.dtype, device=token_lp.device)
