@@ -8,7 +8,7 @@ steering range score(+2) - score(-2), MMLU A/B accuracy and KL on neutral text a
 CAA layer sweep, and the composition v_power + v_hallucination. Writes docs/results.md and
 plots in docs/img/.
 
-    python bench/steering_quality.py               # about 35 minutes on 2 CPU cores
+    python bench/steering_quality.py               # about 45 minutes on 2 CPU cores
     python bench/steering_quality.py --quick       # a smoke run with tiny subsets
 """
 
@@ -56,14 +56,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--train", type=int, default=48)
     ap.add_argument("--test", type=int, default=40)
-    ap.add_argument("--mmlu", type=int, default=60)
+    ap.add_argument("--mmlu", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--layer", type=int, default=12)
     ap.add_argument("--sweep-layers", default="6,9,12,15,18")
+    ap.add_argument("--bipo-sweep-layers", default="6,12,18")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.train, args.test, args.mmlu, args.epochs, args.sweep_layers = 8, 6, 6, 1, "9,12"
+        args.train, args.test, args.mmlu, args.epochs = 8, 6, 6, 1
+        args.sweep_layers = args.bipo_sweep_layers = "9,12"
     t_all = time.perf_counter()
     model = sl.load_model()
     data, mmlu = load(args)
@@ -98,6 +100,8 @@ def main() -> None:
                 mg = sl.preference_margin(model, v, sets["margin"], (-2, 0, 2))
                 rec["margin@-2"], rec["margin@0"], rec["margin@+2"] = mg.margin.tolist()
             rows.append(rec)
+            if method == "bipo@caa-norm":  # utility is measured for the two methods as trained
+                continue
             mm = sl.ab_score(model, v, mmlu, (-1, 0, 1))
             kl = sl.kl_divergence(model, v, multipliers=(-1, 1))
             print(f"  {b} {method}: {time.perf_counter() - t0:.0f} s", flush=True)
@@ -113,6 +117,7 @@ def main() -> None:
                 }
             )
         layers = [int(x) for x in args.sweep_layers.split(",")]
+        bipo_layers = [int(x) for x in args.bipo_sweep_layers.split(",")]
         picked = {"behaviour": b}
         sweep_cfg = sl.BiPOConfig(
             epochs=max(1, args.epochs - 1),
@@ -126,7 +131,7 @@ def main() -> None:
                 model,
                 sets["train"],
                 sets["ab"],
-                layers=layers,
+                layers=layers if method == "caa" else bipo_layers,
                 method=method,
                 multipliers=(-2, 2),
                 bipo_config=sweep_cfg,
@@ -230,10 +235,11 @@ CAA vectors **{mmlu_ok["caa"]}**
 (unsteered accuracy {base:.3f} on {len(mmlu)} items; a 135M model is near chance on MMLU, so
 this is a weak check).
 
-## Layer sweep (A/B score range at +-2, layers {args.sweep_layers})
+## Layer sweep (A/B score range at +-2)
 
-Each method's vector trained at each layer (BiPO with {max(1, args.epochs - 1)} epoch(s) in the
-sweep, to bound the run time), and the layer with the widest range:
+Each method's vector trained at each layer (CAA at layers {args.sweep_layers}; BiPO at layers
+{args.bipo_sweep_layers} with 1 epoch, to bound the run time), and the layer with the widest
+range:
 
 {md_table(sweep_df)}
 
