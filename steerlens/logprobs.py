@@ -139,13 +139,10 @@ def answer_logprobs(
     target_mask = answer_mask[:, 1:]
     rows, cols = target_mask.nonzero(as_tuple=True)  # position t-1 scores the token at t
     sel_logits = logits_at(model, input_ids, rows, cols, fwd_hooks)  # [n_answer_tokens, vocab]
-    targets = input_ids[:, 1:][target_mask]
+    targets = input_ids[rows, cols + 1]
     token_lp = torch.log_softmax(sel_logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
-    row_index = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(
-        target_mask
-    )[target_mask]
     out = torch.zeros(input_ids.shape[0], dtype=token_lp.dtype, device=token_lp.device)
-    return out.index_add(0, row_index, token_lp)
+    return out.index_add(0, rows, token_lp)
 
 
 def logits_at(
