@@ -38,9 +38,14 @@ N_TRAIN = 200
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default=None, help="e.g. cuda (default: where the weights load)")
+    args = ap.parse_args()
     t0 = time.perf_counter()
     data = require_shared() / "caa"
-    model = sl.load_model()
+    model = sl.load_model(device=args.device)
     rows = []
     for b in BEHAVIOURS:
         train = sl.load_pairs(data / f"generate/{b}/generate_dataset.json")[:N_TRAIN]
@@ -72,10 +77,10 @@ def main() -> None:
         .groupby("behaviour", sort=False)
         .head(1)
     )
+    cmd = "python bench/caa_letters.py" + (f" --device {args.device}" if args.device else "")
     text = f"""# CAA on A/B items: the answer letter's identity
 
-Command: `python bench/caa_letters.py` (commit {git_rev()}), {(time.perf_counter() - t0) / 60:.0f}
-minutes. Machine: {machine()}.
+Command: `{cmd}` (commit {git_rev()}), {(time.perf_counter() - t0) / 60:.0f} minutes. Machine: {machine()}.
 
 CAA vectors from the first {N_TRAIN} items of each `caa/generate/<behaviour>` set at layers
 {", ".join(map(str, LAYERS))} of SmolLM2-135M-Instruct, read at the answer letter; held-out

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 from _common import DOCS, git_rev, machine, md_table, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
@@ -62,12 +63,13 @@ def main() -> None:
     ap.add_argument("--sweep-layers", default="6,9,12,15,18")
     ap.add_argument("--bipo-sweep-layers", default="6,12,18")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default=None, help="e.g. cuda (default: where the weights load)")
     args = ap.parse_args()
     if args.quick:
         args.train, args.test, args.mmlu, args.epochs = 8, 6, 6, 1
         args.sweep_layers = args.bipo_sweep_layers = "9,12"
     t_all = time.perf_counter()
-    model = sl.load_model()
+    model = sl.load_model(device=args.device)
     data, mmlu = load(args)
     cfg = sl.BiPOConfig(
         epochs=args.epochs, lr=1e-2, warmup_steps=0, weight_decay=0.0, progress=False
@@ -203,10 +205,13 @@ def main() -> None:
     comp_idx = comp_df.set_index(["vector", "behaviour"])["margin shift"]
     minutes = (time.perf_counter() - t_all) / 60
     cmd = "python bench/steering_quality.py" + (" --quick" if args.quick else "")
+    if args.device:
+        cmd += f" --device {args.device}"
+    gpu = f"; model on {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     text = f"""# Results: BiPO vs CAA on SmolLM2-135M-Instruct
 
 Command: `{cmd}` (commit {git_rev()}), {minutes:.0f} minutes.
-Machine: {machine()}.
+Machine: {machine()}{gpu}.
 
 Settings: layer {args.layer} (`blocks.{args.layer}.hook_resid_post`), the first {args.train}
 training pairs of each behaviour for both methods; BiPO {args.epochs} epochs, batch 4, lr 1e-2,
