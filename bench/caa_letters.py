@@ -80,7 +80,8 @@ def main() -> None:
     cmd = "python bench/caa_letters.py" + (f" --device {args.device}" if args.device else "")
     text = f"""# CAA on A/B items: the answer letter's identity
 
-Command: `{cmd}` (commit {git_rev()}), {(time.perf_counter() - t0) / 60:.0f} minutes. Machine: {machine()}.
+Command: `{cmd}` (commit {git_rev()}), {(time.perf_counter() - t0) / 60:.0f} minutes.
+Machine: {machine()}.
 
 CAA vectors from the first {N_TRAIN} items of each `caa/generate/<behaviour>` set at layers
 {", ".join(map(str, LAYERS))} of SmolLM2-135M-Instruct, read at the answer letter; held-out
