@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("STEERLENS_SHARED_DATA") or ROOT.parent / "shared" / "data")
 DOCS = ROOT / "docs"
 
 
