@@ -25,6 +25,7 @@ import steerlens as sl  # noqa: E402
 from steerlens.analysis import projection_gap  # noqa: E402
 
 warnings.filterwarnings("ignore")
+DATA = DOCS / "data"
 
 BEHAVIOURS = (
     "corrigible-neutral-HHH",
@@ -42,7 +43,14 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default=None, help="e.g. cuda (default: where the weights load)")
+    ap.add_argument("--render", metavar="HEADER", help="only re-render docs/data/caa_letters.csv")
     args = ap.parse_args()
+    if args.render:
+        command, where = args.render.split("|", 1)
+        (DOCS / "caa_letters.md").write_text(
+            render(pd.read_csv(DATA / "caa_letters.csv"), command, where)
+        )
+        return
     t0 = time.perf_counter()
     data = require_shared() / "caa"
     model = sl.load_model(device=args.device)
@@ -71,39 +79,58 @@ def main() -> None:
                 )
         print(f"{b}: {time.perf_counter() - t0:.0f} s", flush=True)
     df = pd.DataFrame(rows)
-    best = (
-        df[df.vector == "balanced"]
-        .sort_values("balanced gap", ascending=False)
-        .groupby("behaviour", sort=False)
-        .head(1)
-    )
+    DATA.mkdir(parents=True, exist_ok=True)
+    df.to_csv(DATA / "caa_letters.csv", index=False)
     cmd = "python bench/caa_letters.py" + (f" --device {args.device}" if args.device else "")
-    text = f"""# CAA on A/B items: the answer letter's identity
+    minutes = (time.perf_counter() - t0) / 60
+    text = render(df, f"`{cmd}` (commit {git_rev()}), {minutes:.0f} minutes", machine())
+    (DOCS / "caa_letters.md").write_text(text)
+    print(text)
 
-Command: `{cmd}` (commit {git_rev()}), {(time.perf_counter() - t0) / 60:.0f} minutes.
-Machine: {machine()}.
+
+def render(df: pd.DataFrame, command: str, where: str) -> str:
+    """The Markdown page for a table of rows as ``main`` collects them."""
+    balanced = df[df.vector == "balanced"].sort_values(
+        ["balanced separated", "balanced gap"], ascending=False
+    )
+    best = balanced.groupby("behaviour", sort=False).head(1)
+    plain = df[df.vector == "plain"].groupby("behaviour")["separated"]
+    constant = bool((plain.max() - plain.min()).max() < 1e-9)
+    cols = ["behaviour", "layer", "balanced separated", "balanced gap", "separated", "gap"]
+    same = "the same at every layer" if constant else "nearly the same at every layer"
+    ok = (best["balanced gap"] > 0) & (best["balanced separated"] > 0.5)
+    yes, no = ", ".join(best[ok].behaviour), ", ".join(best[~ok].behaviour) or "none"
+    return f"""# CAA on A/B items: the answer letter's identity
+
+Command: {command}.
+Machine: {where}.
 
 CAA vectors from the first {N_TRAIN} items of each `caa/generate/<behaviour>` set at layers
-{", ".join(map(str, LAYERS))} of SmolLM2-135M-Instruct, read at the answer letter; held-out
-projection gaps on the 50 items of `caa/test/<behaviour>/test_dataset_ab.json`
-(`analysis.projection_gap`): mean projection of matching minus non-matching activations onto the
-unit direction, and the fraction of items whose matching side projects higher. "Balanced"
-vectors and gaps weight the (A)-matching and (B)-matching items equally
-(`balance_letters=True`).
+{", ".join(map(str, sorted(df.layer.unique())))} of SmolLM2-135M-Instruct, read at the answer
+letter; held-out projection gaps on the 50 items of
+`caa/test/<behaviour>/test_dataset_ab.json` (`analysis.projection_gap`): mean projection of
+matching minus non-matching activations onto the unit direction, and the fraction of items
+whose matching side projects higher. "Balanced" vectors and gaps weight the (A)-matching and
+(B)-matching items equally (`balance_letters=True`).
 
-With the plain mean, the fraction "separated" is the same at every layer and equals the share of
-test items whose matching letter is the training set's majority letter: the direction mostly
-encodes which letter was written. Balanced vectors scored with balanced gaps remove that
-identity. Best layer per behaviour (balanced vector, balanced gap):
+With the plain mean the fraction "separated" is {same} for each
+behaviour: it follows the share of test items whose matching letter is the training set's
+majority letter, because the direction mostly encodes which letter was written. A balanced
+vector scored with the balanced gap removes that identity; the gap grows with the residual
+stream's scale in later layers, so the best layer below is chosen by the balanced fraction
+separated (then the gap). Balanced vector, best layer per behaviour:
 
-{md_table(best[["behaviour", "layer", "balanced gap", "balanced separated", "gap", "separated"]])}
+{md_table(best[cols])}
+
+Held-out A/B items separate (balanced gap > 0 and more than half of the items) for {yes};
+not for {no}.
+The test `tests/test_baselines.py::test_letter_balanced_caa_separates_heldout_ab_items`
+asserts this at layer 18 for corrigible-neutral-HHH and hallucination.
 
 All rows:
 
 {md_table(df)}
 """
-    (DOCS / "caa_letters.md").write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

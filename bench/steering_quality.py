@@ -202,11 +202,14 @@ def main() -> None:
     base = util["mmlu@0"].iloc[0]
     drift = (util[["mmlu@-1", "mmlu@+1"]] - base).abs().max(axis=1)
     mmlu_ok = {m: bool((drift[util.method == m] <= 0.03 + 1e-9).all()) for m in ("bipo", "caa")}
+    changes = (util[["mmlu@-1", "mmlu@+1"]] - base).abs()
+    drift_mean = {m: float(changes[util.method == m].to_numpy().mean()) for m in ("bipo", "caa")}
+    kls = util[["kl@-1", "kl@+1"]]
+    kl_mean = {m: float(kls[util.method == m].to_numpy().mean()) for m in ("bipo", "caa")}
+    se = (base * (1 - base) / len(mmlu)) ** 0.5
     comp_idx = comp_df.set_index(["vector", "behaviour"])["margin shift"]
     minutes = (time.perf_counter() - t_all) / 60
-    cmd = "python bench/steering_quality.py" + (" --quick" if args.quick else "")
-    if args.device:
-        cmd += f" --device {args.device}"
+    cmd = " ".join(["python bench/steering_quality.py", *sys.argv[1:]])
     gpu = f"; model on {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     text = f"""# Results: BiPO vs CAA on SmolLM2-135M-Instruct
 
@@ -237,8 +240,12 @@ number of steps and the learning rate, CAA's on the model's activation scale).
 
 MMLU within 3 points of the unsteered model at +-1: BiPO vectors **{mmlu_ok["bipo"]}**,
 CAA vectors **{mmlu_ok["caa"]}**
-(unsteered accuracy {base:.3f} on {len(mmlu)} items; a 135M model is near chance on MMLU, so
-this is a weak check).
+(unsteered accuracy {base:.3f} on {len(mmlu)} items). This model answers MMLU's A/B items at
+chance level, and with {len(mmlu)} items one accuracy has a standard error of
+{se:.1%}, so a 3-point bound cannot be resolved here: the mean absolute change at +-1 is
+{drift_mean["bipo"]:.1%} for BiPO and {drift_mean["caa"]:.1%} for CAA. The KL divergence on
+neutral text is the sharper utility measure: at +-1 it averages {kl_mean["bipo"]:.4f} nats per
+token for BiPO vectors and {kl_mean["caa"]:.4f} for CAA vectors.
 
 ## Layer sweep (A/B score range at +-2)
 
@@ -272,6 +279,10 @@ v_power + v_hallucination moves the power-seeking margin by
   methods. The free-text margin is the more sensitive measure on this model.
 * Where CAA's range is larger than BiPO's, it is listed above as measured; the paper's claim
   (a wider range for BiPO) was made on 7B chat models.
+* On CAA's A/B items the answer letter's identity dominates this model's letter-token
+  activations; see [CAA on A/B items](caa_letters.md) for letter-balanced CAA and which
+  behaviours separate. BiPO's own evidence on power-seeking (margin and A/B score at -2..2) is
+  in [BiPO evidence](bipo_evidence.md).
 """
     for b in data:
         text += f"\n![{b}](img/quality_{b}.png)\n"

@@ -161,7 +161,7 @@ def test_letter_balanced_caa_separates_heldout_ab_items(
 ):
     """On CAA's A/B data the letter's identity dominates the letter-token activation of a 135M
     model: the plain gap's sign follows the test set's share of (A)-matching items. Letter
-    balance removes it, and the held-out items separate (layer 18; docs/results.md has the
+    balance removes it, and the held-out items separate (layer 18; docs/caa_letters.md has the
     numbers for all behaviours, sycophancy does not separate)."""
     from steerlens.analysis import projection_gap
 
