@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
@@ -74,3 +75,33 @@ def md_table(df, floatfmt: str = ".3f") -> str:
         cells = [format(v, floatfmt) if isinstance(v, float) else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def bipo_schedule(n: int, batch: int, epochs: int = 1, seed: int = 0):
+    """sl.train_bipo's batch order and d draws (the same generator calls), one list per epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    steps = math.ceil(n / batch)
+    out = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        signs = torch.randint(0, 2, (steps,), generator=gen) * 2 - 1
+        out.append(
+            [(perm[s * batch : (s + 1) * batch].tolist(), float(signs[s])) for s in range(steps)]
+        )
+    return out
+
+
+def authors_attention_mask(enc, idx, ids):
+    """The 0/1 mask of rows ``[matching_1..B, not_matching_1..B]`` (right padding masked)."""
+    attn = torch.zeros_like(ids)
+    for r in range(ids.shape[0]):
+        e = enc[idx[r % len(idx)]]
+        attn[r, : len(e.prompt) + len(e.matching if r < len(idx) else e.not_matching)] = 1
+    return attn
+
+
+def authors_logps(model, ids, mask, attn):
+    """Summed answer log-probs from a plain HF model's full logits (the authors' way)."""
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), -1)
+    return (logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]).sum(-1)

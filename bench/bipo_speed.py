@@ -32,7 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _common import DOCS, git_rev, machine, md_table, peak_rss_mb, require_shared  # noqa: E402
+from _common import (  # noqa: E402
+    DOCS,
+    authors_attention_mask,
+    authors_logps,
+    bipo_schedule,
+    git_rev,
+    machine,
+    md_table,
+    peak_rss_mb,
+    require_shared,
+)
 
 N_PAIRS, BATCH, LAYER, SEED, BETA, LR = 64, 4, 12, 0, 0.1, 1e-2
 
@@ -49,20 +59,6 @@ def _data(n: int = N_PAIRS):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sl.load_pairs(path, invalid="skip", duplicates="ignore")[:n]
-
-
-def _schedule(n: int, epochs: int):
-    """The batch order and d draws of sl.train_bipo (same generator calls)."""
-    gen = torch.Generator().manual_seed(SEED)
-    steps = math.ceil(n / BATCH)
-    out = []
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        signs = torch.randint(0, 2, (steps,), generator=gen) * 2 - 1
-        out.append(
-            [(perm[s * BATCH : (s + 1) * BATCH].tolist(), float(signs[s])) for s in range(steps)]
-        )
-    return out
 
 
 def run_authors(epochs: int, n_pairs: int = N_PAIRS, dtype: str = "float32") -> dict:
@@ -100,27 +96,18 @@ def run_authors(epochs: int, n_pairs: int = N_PAIRS, dtype: str = "float32") -> 
     enc = encode_pairs(tok, pairs, sl.DEFAULT_SYSTEM_PROMPT)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
-    def logps(model, ids, mask, attn):
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
-        logp = torch.log_softmax(logits.float(), -1)
-        tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0]
-        return (tok_lp * mask[:, 1:]).sum(-1)
-
     losses, epoch_seconds = [], []
-    for epoch in _schedule(len(enc), epochs):
+    for epoch in bipo_schedule(len(enc), BATCH, epochs, SEED):
         t0 = time.perf_counter()
         for idx, d in epoch:
             ids, mask = pair_rows([enc[i] for i in idx], pad)
-            attn = torch.zeros_like(ids)
-            for r in range(ids.shape[0]):
-                e = enc[idx[r % len(idx)]]
-                n = len(e.prompt) + len(e.matching if r < len(idx) else e.not_matching)
-                attn[r, :n] = 1
+            attn = authors_attention_mask(enc, idx, ids)
             state["d"] = d
-            lp = logps(policy, ids, mask, attn)
+            lp = authors_logps(policy, ids, mask, attn)
             with torch.no_grad():
                 state_d, state["d"] = state["d"], 0.0
-                ref = logps(reference, ids, mask, attn)  # second copy; hook is on policy only
+                # the second copy; the hook is on the policy only
+                ref = authors_logps(reference, ids, mask, attn)
                 state["d"] = state_d
             b = len(idx)
             z = (lp[:b] - ref[:b]) - (lp[b:] - ref[b:])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import statistics
 import sys
 import time
@@ -33,6 +32,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import authors_attention_mask, authors_logps, bipo_schedule  # noqa: E402
 
 import steerlens as sl  # noqa: E402
 from steerlens.logprobs import encode_pairs, pair_rows  # noqa: E402
@@ -54,15 +56,6 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def schedule(n: int, batch: int, seed: int = 0) -> list[tuple[list[int], float]]:
-    """sl.train_bipo's batch order and d draws for one epoch (same generator calls)."""
-    gen = torch.Generator().manual_seed(seed)
-    steps = math.ceil(n / batch)
-    perm = torch.randperm(n, generator=gen)
-    signs = torch.randint(0, 2, (steps,), generator=gen) * 2 - 1
-    return [(perm[s * batch : (s + 1) * batch].tolist(), float(signs[s])) for s in range(steps)]
-
-
 def run_authors(hf, tok, pairs, args) -> dict:
     reference = copy.deepcopy(hf)
     reference.requires_grad_(False)
@@ -79,29 +72,21 @@ def run_authors(hf, tok, pairs, args) -> dict:
     opt = torch.optim.AdamW([v], lr=1e-2, weight_decay=0.0)
     from transformers import get_cosine_schedule_with_warmup
 
-    plan = schedule(len(pairs), args.batch)
+    (plan,) = bipo_schedule(len(pairs), args.batch)
     sched = get_cosine_schedule_with_warmup(opt, 0, len(plan))
     enc = encode_pairs(tok, pairs, sl.DEFAULT_SYSTEM_PROMPT)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-    def logps(model, ids, mask, attn):
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
-        logp = torch.log_softmax(logits.float(), -1)
-        return (logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]).sum(-1)
 
     losses, times = [], []
     try:
         for idx, d in plan:
             t0 = time.perf_counter()
             ids, mask = pair_rows([enc[i] for i in idx], pad, args.device)
-            attn = torch.zeros_like(ids)
-            for r in range(ids.shape[0]):
-                e = enc[idx[r % len(idx)]]
-                attn[r, : len(e.prompt) + len(e.matching if r < len(idx) else e.not_matching)] = 1
+            attn = authors_attention_mask(enc, idx, ids)
             state["d"] = d
-            lp = logps(hf, ids, mask, attn)
+            lp = authors_logps(hf, ids, mask, attn)
             with torch.no_grad():
-                ref = logps(reference, ids, mask, attn)
+                ref = authors_logps(reference, ids, mask, attn)
             b = len(idx)
             z = (lp[:b] - ref[:b]) - (lp[b:] - ref[b:])
             loss = -F.logsigmoid(d * 0.1 * z).mean()

@@ -9,7 +9,8 @@ Letter balance: at the answer-letter token the activation mostly encodes WHICH l
 written, and a plain mean over items keeps ``(share of A-matching - share of B-matching) x
 (A - B)`` of it. ``balance_letters=True`` weights the A-matching and the B-matching items
 equally, so the letter's identity cancels and only what differs with the behaviour is left. On
-SmolLM2-135M this decides whether CAA's held-out A/B items separate at all (docs/results.md).
+SmolLM2-135M this decides whether CAA's held-out A/B items separate at all
+(docs/caa_letters.md).
 
 Examples:
     >>> import steerlens as sl
