@@ -34,12 +34,12 @@ from tqdm.auto import tqdm
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair
 from steerlens.errors import ConfigError, DataError
 from steerlens.logprobs import (
-    _pad_id,
     encode_prompt,
     encode_text,
     length_buckets,
     model_device,
     pad_rows,
+    pad_token_id,
 )
 from steerlens.models import model_name, resid_hook
 from steerlens.vector import SteeringVector
@@ -105,7 +105,7 @@ def collect_activations(
                 span = (0, len(ans) - 1)
             rows.append((prompt, ans))
             spans.append((len(prompt) + span[0], len(prompt) + span[1]))
-    pad = _pad_id(model)
+    pad = pad_token_id(model)
     n_rows = len(rows)
     out = {h: torch.zeros(n_rows, int(model.cfg.d_model)) for h in hooks}
     buckets = length_buckets([len(p) + len(a) for p, a in rows], batch_size)
@@ -222,17 +222,25 @@ def pca_vector(
     layers: int | Sequence[int],
     *,
     read: Read = "auto",
+    center: bool = False,
     scale: Literal["projection", "unit"] = "projection",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
     progress: bool = False,
     behaviour: str | None = None,
 ) -> SteeringVector:
-    """First principal component of the paired differences (RepE style).
+    """Top principal direction of the paired differences (matching - not matching).
 
-    The sign is set so that matching activations project higher than non-matching ones. With
-    ``scale="projection"`` the unit direction is scaled by the mean projection of the
-    differences (so its size is comparable with CAA); ``"unit"`` keeps it at norm 1.
+    By default the direction is the top right singular vector of the *uncentred* differences
+    (the direction that best explains the differences themselves, mean included), as in Im &
+    Li's PCA-of-differences and Representation Engineering's reading vectors. ``center=True``
+    subtracts the mean difference first, which is repeng's ``pca_diff`` (``sklearn.PCA`` on the
+    differences, vgel/repeng ``extract.py``): it finds the direction along which the
+    differences *vary* most, and so drops the mean difference CAA uses. The sign is set so that
+    the mean projection of the differences is positive.
+
+    With ``scale="projection"`` the unit direction is scaled by the mean projection of the
+    differences (a size comparable with CAA); ``"unit"`` keeps it at norm 1.
 
     Examples:
         >>> import steerlens as sl
@@ -241,8 +249,6 @@ def pca_vector(
         >>> round(v.norms()["blocks.1.hook_resid_post"], 4)
         1.0
     """
-    from sklearn.decomposition import PCA
-
     if scale not in ("projection", "unit"):
         raise ConfigError(f"scale must be 'projection' or 'unit', got {scale!r}")
     layer_list = [layers] if isinstance(layers, int) else list(layers)
@@ -258,17 +264,14 @@ def pca_vector(
     vectors = {}
     explained = {}
     for h, (m, n) in acts.items():
-        diffs = (m - n).double().numpy()
+        diffs = (m - n).double()
         if diffs.shape[0] < 2:
             raise DataError("pca_vector needs at least 2 pairs")
-        pca = PCA(n_components=1).fit(diffs)
-        pc = torch.from_numpy(pca.components_[0]).double()
-        proj = torch.from_numpy(diffs) @ pc
-        if proj.mean() < 0:
-            pc, proj = -pc, -proj
+        pc, ratio = top_direction(diffs, center=center)
+        proj = diffs @ pc
         vec = pc * proj.mean() if scale == "projection" else pc
         vectors[h] = vec.float()
-        explained[h] = float(pca.explained_variance_ratio_[0])
+        explained[h] = ratio
     meta = {
         "method": "pca",
         "model": model_name(model),
@@ -276,8 +279,32 @@ def pca_vector(
         "behaviour": behaviour,
         "layers": [int(h.split(".")[1]) for h in vectors],
         "read": read,
+        "center": center,
         "scale": scale,
         "explained_variance_ratio": explained,
         "n_pairs": len(pairs),
     }
     return SteeringVector(vectors, meta)
+
+
+def top_direction(
+    diffs: Float[Tensor, "n d_model"], *, center: bool = False
+) -> tuple[Tensor, float]:
+    """Unit top right singular vector of ``diffs`` (centred first if ``center``), sign-aligned
+    with the mean of ``diffs``, and the share of the (centred or raw) sum of squares it explains.
+
+    Examples:
+        >>> d = torch.tensor([[2.0, 0.1], [3.0, -0.1], [2.5, 0.0]])
+        >>> pc, share = top_direction(d)
+        >>> [round(x, 3) for x in pc.tolist()], share > 0.99
+        ([1.0, -0.0], True)
+    """
+    x = diffs.double()
+    if center:
+        x = x - x.mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    pc = vh[0]
+    if float(diffs.double().mean(0) @ pc) < 0:
+        pc = -pc
+    total = float((s**2).sum())
+    return pc, float(s[0] ** 2 / total) if total > 0 else 0.0

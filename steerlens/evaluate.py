@@ -10,12 +10,15 @@ Examples:
     >>> v = sl.caa_vector(model, items, layers=1)
     >>> df = ab_score(model, v, items, multipliers=(-1, 0, 1))
     >>> list(df.columns)
-    ['multiplier', 'score', 'accuracy', 'n']
+    ['multiplier', 'score', 'accuracy', 'n', 'positions']
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -25,9 +28,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair
-from steerlens.errors import DataError
+from steerlens.errors import ConfigError, DataError
 from steerlens.logprobs import (
-    _pad_id,
     encode_pairs,
     encode_prompt,
     encode_text,
@@ -36,17 +38,39 @@ from steerlens.logprobs import (
     logits_at,
     model_device,
     pad_rows,
+    pad_token_id,
     pair_logprobs,
+    set_prompt_ends,
 )
 from steerlens.vector import Positions, SteeringVector, _check_multiplier
 
 Multipliers = Sequence[float]
+
+#: The multipliers every evaluator uses unless told otherwise.
+DEFAULT_MULTIPLIERS: tuple[float, ...] = (-1.0, 0.0, 1.0)
 
 
 def _factory(vector: SteeringVector | None, mult: float, positions: Positions = "all") -> Any:
     if vector is None or mult == 0:
         return None
     return lambda: vector.fwd_hooks(mult, positions)
+
+
+def positions_label(positions: Positions) -> str:
+    """How a results table names the steered positions (``"all"``, ``"after_prompt"``, ...).
+
+    ``"all"`` is BiPO's protocol (every position, as it trains); ``"after_prompt"`` is CAA's
+    (from the instruction's last token on).
+
+    Examples:
+        >>> positions_label("after_prompt"), positions_label(3)
+        ('after_prompt', 'from_3')
+    """
+    if isinstance(positions, str):
+        return positions
+    if isinstance(positions, int):
+        return f"from_{positions}"
+    return "mask"
 
 
 def _check_vector(model: Any, vector: SteeringVector | None) -> None:
@@ -104,14 +128,15 @@ def ab_probabilities(
         rows.append((encode_prompt(tok, it.question, system_prompt), prefix))
         letters.append((t_match, t_other))
     out = torch.zeros(len(items))
-    pad = _pad_id(model)
+    pad = pad_token_id(model)
     for idx in length_buckets([len(p) + len(a) for p, a in rows], batch_size):
         ids, _ = pad_rows([rows[i] for i in idx], pad, device)
-        hooks = _factory(vector, multiplier, positions)
+        factory = _factory(vector, multiplier, positions)
+        hooks = factory() if factory else []
+        # CAA's protocol: steer from the instruction's last token on (the answer's "(" onward)
+        set_prompt_ends(hooks, torch.tensor([len(rows[i][0]) - 1 for i in idx]))
         last = torch.tensor([len(rows[i][0]) + len(rows[i][1]) - 1 for i in idx], device=device)
-        logits = logits_at(
-            model, ids, torch.arange(len(idx), device=device), last, hooks() if hooks else ()
-        )
+        logits = logits_at(model, ids, torch.arange(len(idx), device=device), last, hooks)
         pick = torch.tensor([letters[i] for i in idx], device=device)
         pair = logits.float().gather(-1, pick)
         out[idx] = torch.softmax(pair, -1)[:, 0].cpu()
@@ -122,7 +147,7 @@ def ab_score(
     model: Any,
     vector: SteeringVector | None,
     items: Sequence[PreferencePair],
-    multipliers: Multipliers = (-2, -1, 0, 1, 2),
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
@@ -144,6 +169,7 @@ def ab_score(
         [2]
     """
     records = []
+    label = positions_label(positions)
     for mult in tqdm(list(multipliers), desc="A/B score", disable=not progress, leave=False):
         m = _check_multiplier(mult)
         probs = ab_probabilities(
@@ -157,7 +183,8 @@ def ab_score(
         )
         if per_item:
             records += [
-                {"multiplier": m, "item": i, "score": float(p)} for i, p in enumerate(probs)
+                {"multiplier": m, "item": i, "score": float(p), "positions": label}
+                for i, p in enumerate(probs)
             ]
         else:
             records.append(
@@ -166,6 +193,7 @@ def ab_score(
                     "score": float(probs.mean()),
                     "accuracy": float((probs > 0.5).float().mean()),
                     "n": len(items),
+                    "positions": label,
                 }
             )
     return pd.DataFrame.from_records(records)
@@ -175,8 +203,9 @@ def preference_margin(
     model: Any,
     vector: SteeringVector | None,
     pairs: Sequence[PreferencePair],
-    multipliers: Multipliers = (-1, 0, 1),
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
+    positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
     per_item: bool = False,
@@ -190,14 +219,15 @@ def preference_margin(
         >>> m = sl.tiny_model(n_layers=2)
         >>> pairs = sl.load_pairs(sl.demo_data_path("eval"))[:2]
         >>> list(preference_margin(m, None, pairs, multipliers=(0,)).columns)
-        ['multiplier', 'margin', 'accuracy', 'n']
+        ['multiplier', 'margin', 'accuracy', 'n', 'positions']
     """
     _check_vector(model, vector)
     enc = encode_pairs(model.tokenizer, pairs, system_prompt)
     records = []
+    label = positions_label(positions)
     for mult in tqdm(list(multipliers), desc="margin", disable=not progress, leave=False):
         m = _check_multiplier(mult)
-        lp = pair_logprobs(model, enc, _factory(vector, m), batch_size)
+        lp = pair_logprobs(model, enc, _factory(vector, m, positions), batch_size)
         gap = lp[:, 0] - lp[:, 1]
         if per_item:
             records += [
@@ -207,6 +237,7 @@ def preference_margin(
                     "logp_matching": float(a),
                     "logp_not_matching": float(b),
                     "margin": float(a - b),
+                    "positions": label,
                 }
                 for i, (a, b) in enumerate(lp.tolist())
             ]
@@ -217,79 +248,178 @@ def preference_margin(
                     "margin": float(gap.mean()),
                     "accuracy": float((gap > 0).float().mean()),
                     "n": len(pairs),
+                    "positions": label,
                 }
             )
     return pd.DataFrame.from_records(records)
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One generated answer: which prompt, sample and multiplier, its token ids and text.
+
+    ``ids`` are the new tokens without the end-of-turn token; ``prompt_ids`` the chat-formatted
+    prompt they continue (what perplexity is computed against).
+    """
+
+    prompt_index: int
+    sample: int
+    multiplier: float
+    prompt_ids: tuple[int, ...]
+    ids: tuple[int, ...]
+    text: str
+
+
+def _check_sampling(temperature: float, top_p: float | None, samples: int) -> None:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)):
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
+    if not (isinstance(samples, int) and samples >= 1):
+        raise ConfigError(f"samples must be an int >= 1, got {samples!r}")
+
+
 @torch.no_grad()
-def generate(
+def generate_ids(
     model: Any,
     vector: SteeringVector | None,
     prompts: Sequence[str],
-    multipliers: Multipliers = (0,),
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
     max_new_tokens: int = 40,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    temperature: float = 0.0,
+    top_p: float | None = None,
+    seed: int = 0,
+    samples: int = 1,
     batch_size: int = 8,
     progress: bool = False,
-) -> pd.DataFrame:
-    """Greedy generation with the chat template, in batches, at each multiplier.
+) -> list[Generation]:
+    """Generate answers with the chat template at each multiplier (see :func:`generate`).
 
-    Returns a DataFrame with columns ``prompt``, ``multiplier``, ``text``. Decoding uses the
-    KV cache; prompts in a batch are left-padded with an attention mask.
+    Greedy when ``temperature == 0``; otherwise sampled with ``temperature`` and ``top_p``.
+    Batches are left-padded with an attention mask and decoded with the KV cache. Each batch is
+    seeded from ``seed`` and its first prompt, so every multiplier sees the same random draws
+    (a paired comparison) and the global RNG is left untouched.
 
     Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
-        >>> df = generate(m, None, ["Hello?"], max_new_tokens=3)
-        >>> df.columns.tolist(), len(df)
-        (['prompt', 'multiplier', 'text'], 1)
+        >>> g = generate_ids(m, None, ["Hi?"], multipliers=(0,), max_new_tokens=2)
+        >>> len(g), g[0].multiplier, len(g[0].ids) <= 2
+        (1, 0.0, True)
     """
     _check_vector(model, vector)
+    _check_sampling(temperature, top_p, samples)
+    mults = [_check_multiplier(m) for m in multipliers]
     tok = model.tokenizer
     eot = end_of_turn_id(tok)
     device = model_device(model)
-    pad = _pad_id(model)
-    records = []
-    jobs = [(m, i) for m in multipliers for i in range(len(prompts))]
+    pad = pad_token_id(model)
+    jobs = [(i, k) for i in range(len(prompts)) for k in range(samples)]
     encoded = [encode_prompt(tok, p, system_prompt) for p in prompts]
-    bar = tqdm(total=len(jobs), desc="generate", disable=not progress, leave=False)
-    for mult in multipliers:
-        m = _check_multiplier(mult)
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(prompts))))
-            width = max(len(encoded[i]) for i in chunk)
+    out_list: list[Generation] = []
+    bar = tqdm(total=len(jobs) * len(mults), desc="generate", disable=not progress, leave=False)
+    for m in mults:
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            width = max(len(encoded[i]) for i, _ in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             attn = torch.zeros((len(chunk), width), dtype=torch.long)
-            for j, i in enumerate(chunk):
+            for j, (i, _) in enumerate(chunk):
                 ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 attn[j, width - len(encoded[i]) :] = 1
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
+                do_sample=temperature > 0,
                 verbose=False,
                 return_type="tokens",
                 eos_token_id=eot,
                 stop_at_eos=True,
             )
+            if temperature > 0:
+                kwargs["temperature"] = float(temperature)
+                kwargs["top_p"] = top_p
             if len(chunk) > 1:
                 kwargs["attention_mask"] = attn.to(device)
-            if vector is not None and m != 0:
-                with vector.apply(model, m, positions):
+            steer = vector is not None and m != 0
+            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+                torch.manual_seed(seed * 1_000_003 + start)
+                with vector.apply(model, m, positions) if steer else contextlib.nullcontext():
                     out = model.generate(ids.to(device), **kwargs)
-            else:
-                out = model.generate(ids.to(device), **kwargs)
-            for j, i in enumerate(chunk):
+            for j, (i, k) in enumerate(chunk):
                 new = out[j, width:].tolist()
                 if eot in new:
                     new = new[: new.index(eot)]
                 text = tok.decode(new, skip_special_tokens=True).strip()
-                records.append({"prompt": prompts[i], "multiplier": m, "text": text})
+                out_list.append(Generation(i, k, m, tuple(encoded[i]), tuple(new), text))
             bar.update(len(chunk))
     bar.close()
-    return pd.DataFrame.from_records(records)
+    return out_list
+
+
+def generate(
+    model: Any,
+    vector: SteeringVector | None,
+    prompts: Sequence[str],
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
+    *,
+    max_new_tokens: int = 40,
+    positions: Positions = "all",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    temperature: float = 0.0,
+    top_p: float | None = None,
+    seed: int = 0,
+    samples: int = 1,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Generation with the chat template, in batches, at each multiplier.
+
+    Greedy by default; ``temperature > 0`` samples (with ``top_p``, ``seed`` and ``samples``
+    answers per prompt). Returns a DataFrame with columns ``prompt``, ``sample``,
+    ``multiplier``, ``text``, ``positions``. Decoding uses the KV cache; prompts in a batch are
+    left-padded with an attention mask.
+
+    Examples:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> df = generate(m, None, ["Hello?"], multipliers=(0,), max_new_tokens=3)
+        >>> df.columns.tolist(), len(df)
+        (['prompt', 'sample', 'multiplier', 'text', 'positions'], 1)
+    """
+    gens = generate_ids(
+        model,
+        vector,
+        prompts,
+        multipliers,
+        max_new_tokens=max_new_tokens,
+        positions=positions,
+        system_prompt=system_prompt,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        samples=samples,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    label = positions_label(positions)
+    return pd.DataFrame.from_records(
+        [
+            {
+                "prompt": prompts[g.prompt_index],
+                "sample": g.sample,
+                "multiplier": g.multiplier,
+                "text": g.text,
+                "positions": label,
+            }
+            for g in gens
+        ],
+        columns=["prompt", "sample", "multiplier", "text", "positions"],
+    )
 
 
 NEUTRAL_TEXTS = (
@@ -309,7 +439,7 @@ def kl_divergence(
     model: Any,
     vector: SteeringVector,
     texts: Sequence[str] = NEUTRAL_TEXTS,
-    multipliers: Multipliers = (-1, 1),
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
     batch_size: int = 8,
 ) -> pd.DataFrame:
@@ -328,7 +458,7 @@ def kl_divergence(
     tok = model.tokenizer
     device = model_device(model)
     seqs = [encode_text(tok, t) for t in texts]
-    pad = _pad_id(model)
+    pad = pad_token_id(model)
     records = []
     for mult in multipliers:
         m = _check_multiplier(mult)

@@ -348,10 +348,10 @@ def supports_shared_prompt(model: Any) -> bool:
     device = model_device(model)
     try:
         with torch.no_grad():
-            ids, mask = pair_rows(probe, _pad_id(model), device)
+            ids, mask = pair_rows(probe, pad_token_id(model), device)
             plain = answer_logprobs(model, ids, mask).float()
             dtype = _param_dtype(model)
-            packed = packed_logprobs(model, pack_pairs(probe, _pad_id(model), device, dtype))
+            packed = packed_logprobs(model, pack_pairs(probe, pad_token_id(model), device, dtype))
         tol = 1e-3 if dtype in (torch.float32, torch.float64) else 5e-2
         ok = bool(torch.allclose(packed.float(), plain, rtol=tol, atol=tol * 10))
     except Exception:  # noqa: BLE001 - any failure means: do not pack for this model
@@ -372,16 +372,32 @@ def batch_logprobs(
     """Log-probs ``[matching_1..B, not_matching_1..B]`` of one batch of encoded pairs.
 
     With ``share_prompt`` (and a model that supports it) both answers of a pair are scored in
-    one packed row; otherwise each answer gets its own right-padded row. Only hooks that act the
-    same at every position (``positions="all"``) may be combined with ``share_prompt``.
+    one packed row; otherwise each answer gets its own right-padded row. Position-aware hooks
+    are told each row's prompt end (:func:`set_prompt_ends`): in both layouts everything from
+    the prompt's last token on belongs to the answers.
     """
     device = model_device(model)
-    pad = _pad_id(model)
+    pad = pad_token_id(model)
+    ends = torch.tensor([len(e.prompt) - 1 for e in batch], dtype=torch.long)
     if share_prompt and supports_shared_prompt(model):
         packed = pack_pairs(batch, pad, device, _param_dtype(model))
+        set_prompt_ends(fwd_hooks, ends)
         return packed_logprobs(model, packed, fwd_hooks)
     ids, mask = pair_rows(batch, pad, device)
+    set_prompt_ends(fwd_hooks, torch.cat([ends, ends]))
     return answer_logprobs(model, ids, mask, fwd_hooks)
+
+
+def set_prompt_ends(fwd_hooks: Hooks, ends: Int[Tensor, " rows"]) -> None:
+    """Tell position-aware hooks (``positions="after_prompt"``) where each row's prompt ends.
+
+    ``ends[r]`` is the index of row r's last prompt token; hooks without a ``set_prompt_ends``
+    method are left alone.
+    """
+    for _, hook in fwd_hooks:
+        setter = getattr(hook, "set_prompt_ends", None)
+        if setter is not None:
+            setter(ends)
 
 
 def _param_dtype(model: Any) -> torch.dtype:
@@ -391,7 +407,8 @@ def _param_dtype(model: Any) -> torch.dtype:
         return torch.float32
 
 
-def _pad_id(model: Any) -> int:
+def pad_token_id(model: Any) -> int:
+    """The id used to pad rows: the tokenizer's pad token, else its EOS token."""
     tok = model.tokenizer
     return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
 

@@ -26,7 +26,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -95,10 +95,23 @@ def _jsonable(obj: Any) -> Any:
 class SteerHook:
     """The forward hook that adds ``multiplier * vector`` at selected positions.
 
-    Position bookkeeping: a forward pass whose sequence length is 1, arriving after an earlier
-    pass through the same hook, is a KV-cached decoding step; its absolute position continues
-    from the earlier pass. Any longer pass starts again at position 0. This keeps ``positions``
-    right in ``model.generate`` with and without a KV cache.
+    Positions are counted per forward pass. A *full* forward (a prompt, or a re-run of a whole
+    sequence) starts at position 0; a KV-cached *decoding* step continues after the positions
+    already seen. ``"after_prompt"`` steers, in each row, from the prompt's last token on (CAA's
+    protocol: Rimsky et al. 2024, ``add_vector_from_position`` at the end of the instruction in
+    nrimsky/CAA ``llama_wrapper.py``) and every generated token. The prompt's last token is found
+    on every full forward:
+
+    * set explicitly with :meth:`set_prompt_ends` (what steerlens' evaluators do for their
+      right-padded rows), else
+    * from the ``attention_mask`` of the call (the last attended position of each row, left or
+      right padding), recorded by :meth:`SteeringVector.apply`, else
+    * the last column (an unpadded batch).
+
+    Nothing is remembered across full forwards, so reusing one hook (one ``apply`` block) for
+    several calls equals a fresh ``apply`` each time. A full forward that only extends the
+    previous one by a token (``model.generate(..., use_past_kv_cache=False)``, seen by
+    ``apply``) keeps that prompt's end.
     """
 
     def __init__(self, vector: Tensor, multiplier: float, positions: Positions) -> None:
@@ -106,25 +119,37 @@ class SteerHook:
         self.multiplier = multiplier
         self.positions = positions
         self._seen = 0
-        self._prompt_len: int | None = None
+        self._ends: Tensor | None = None  # per-row index of the prompt's last token
+        self._next: tuple[str, Tensor | None] | None = None  # set by the model pre-hook
         self._cast: Tensor | None = None
 
-    def _mask(self, start: int, n: int, device: torch.device) -> Tensor | None:
+    def set_prompt_ends(self, ends: Tensor | None) -> None:
+        """Use ``ends[b]`` as row b's last prompt position in the next full forward."""
+        self._next = ("full", None if ends is None else ends.long())
+
+    def _begin(self, kind: str, ends: Tensor | None) -> None:
+        """Called by :meth:`SteeringVector.apply`'s pre-hook before each model call."""
+        self._next = (kind, ends)
+
+    def _mask(self, start: int, n: int, batch: int, device: torch.device) -> Tensor | None:
         pos = self.positions
+        idx = torch.arange(start, start + n, device=device)
         if isinstance(pos, str):
             if pos == "all":
                 return None
-            # "after_prompt": the last prompt token (which predicts the first answer token)
-            # and every later token, as in CAA.
-            if self._prompt_len is None:
-                self._prompt_len = n
-            first = max(self._prompt_len - 1, 0)
-            return torch.arange(start, start + n, device=device) >= first
+            ends = self._ends
+            if ends is None:  # no padding known: the prompt ends at the last column
+                return None if start > 0 else (idx >= n - 1).expand(batch, n)
+            ends = ends.to(device)
+            if ends.shape[0] != batch:
+                raise VectorError(
+                    f"positions='after_prompt': {ends.shape[0]} prompt ends for a batch of {batch}"
+                )
+            return idx[None, :] >= ends[:, None]
         if isinstance(pos, int):
-            return torch.arange(start, start + n, device=device) >= pos
+            return idx >= pos
         mask = pos.to(device)
         length = mask.shape[-1]
-        idx = torch.arange(start, start + n, device=device)
         inside = idx < length
         sel = mask[..., idx.clamp(max=length - 1)] & inside
         return sel
@@ -136,15 +161,72 @@ class SteerHook:
                 f"match the vector's d_model {self.vector.shape[0]}"
             )
         n = act.shape[1] if act.ndim == 3 else 1
-        start = self._seen if (n == 1 and self._seen > 0) else 0
+        batch = act.shape[0] if act.ndim == 3 else 1
+        told, self._next = self._next, None
+        if told is not None:
+            decoding = told[0] == "decode"
+        else:  # no pre-hook (``run_with_hooks``): one token after a pass is a decoding step
+            decoding = n == 1 and self._seen > 0
+        if decoding:
+            start = self._seen
+        else:
+            start = 0
+            ends = told[1] if told is not None else None
+            if told is not None and told[0] == "extend":
+                ends = self._ends  # same prompt, one more token (uncached generation)
+            self._ends = ends
         self._seen = start + n
         if self._cast is None or self._cast.device != act.device or self._cast.dtype != act.dtype:
             self._cast = self.vector.to(device=act.device, dtype=act.dtype)
         delta = self.multiplier * self._cast
-        mask = self._mask(start, n, act.device)
+        mask = self._mask(start, n, batch, act.device)
         if mask is None:
             return act + delta
         return act + mask.unsqueeze(-1).to(act.dtype) * delta
+
+
+class _CallTracker:
+    """A forward pre-hook on the model that tells :class:`SteerHook` what each call is.
+
+    It reads the call's token ids, ``attention_mask`` and ``past_key_values`` (public arguments
+    of ``TransformerBridge.forward``): a call with a KV cache and one new token is a decoding
+    step; a call whose ids extend the previous call's ids by one token continues an uncached
+    generation; any other call is a new prompt whose per-row end is the last attended position.
+    """
+
+    def __init__(self, hooks: Sequence[SteerHook]) -> None:
+        self.hooks = list(hooks)
+        self._last: Tensor | None = None
+
+    def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = args[0] if args else kwargs.get("input")
+        if not isinstance(ids, Tensor) or ids.ndim != 2 or ids.is_floating_point():
+            for h in self.hooks:
+                h._begin("full", None)
+            self._last = None
+            return
+        mask = kwargs.get("attention_mask")
+        cached = kwargs.get("past_key_values") is not None
+        prev = self._last
+        if cached and ids.shape[1] == 1 and prev is not None:
+            kind, ends = "decode", None
+        elif (
+            prev is not None
+            and prev.shape[0] == ids.shape[0]
+            and ids.shape[1] == prev.shape[1] + 1
+            and torch.equal(ids[:, :-1], prev.to(ids.device))
+        ):
+            kind, ends = "extend", None
+        else:
+            kind = "full"
+            if isinstance(mask, Tensor) and mask.ndim == 2 and mask.shape == ids.shape:
+                cols = torch.arange(ids.shape[1], device=mask.device)
+                ends = torch.where(mask.bool(), cols, -1).max(-1).values
+            else:
+                ends = torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long)
+        self._last = prev if kind == "decode" else ids.detach()
+        for h in self.hooks:
+            h._begin(kind, ends)
 
 
 @dataclass
@@ -381,10 +463,17 @@ class SteeringVector:
         hooks = self.fwd_hooks(multiplier, positions)
         self._validate_for(model)
         _ACTIVE[id(model)] = _ACTIVE.get(id(model), 0) + 1
+        tracker = None
+        if isinstance(model, torch.nn.Module) and not _all_positions(hooks):
+            tracker = model.register_forward_pre_hook(
+                _CallTracker([h for _, h in hooks]), with_kwargs=True
+            )
         try:
             with model.hooks(fwd_hooks=hooks):
                 yield model
         finally:
+            if tracker is not None:
+                tracker.remove()
             _ACTIVE[id(model)] -= 1
             if _ACTIVE[id(model)] <= 0:
                 del _ACTIVE[id(model)]
@@ -467,6 +556,10 @@ def read_safetensors(
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise error(f"{path}: not {what} ({e})") from e
     return tensors, header
+
+
+def _all_positions(hooks: Sequence[tuple[str, SteerHook]]) -> bool:
+    return all(isinstance(h.positions, str) and h.positions == "all" for _, h in hooks)
 
 
 def _check_positions(positions: Any) -> Positions:

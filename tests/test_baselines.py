@@ -112,9 +112,10 @@ def test_batching_is_padding_safe(tiny):
         assert torch.allclose(x, y, atol=1e-5)
 
 
-def test_pca_vector_sign_and_scale(tiny):
+@pytest.mark.parametrize("center", [False, True])
+def test_pca_vector_sign_scale_and_direction(tiny, center):
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:12]
-    v = sl.pca_vector(tiny, pairs, layers=2)
+    v = sl.pca_vector(tiny, pairs, layers=2, center=center)
     hook = "blocks.2.hook_resid_post"
     m, n = collect_activations(tiny, pairs, [2])[hook]
     diffs = m - n
@@ -122,12 +123,34 @@ def test_pca_vector_sign_and_scale(tiny):
     assert (diffs @ u).mean() > 0  # matching projects higher
     # scale="projection": norm equals the mean projection of the differences
     assert torch.isclose(v.vectors[hook].norm(), (diffs @ u).mean(), rtol=1e-4)
-    # independent check of the direction: top right-singular vector of centred differences
-    centred = (diffs - diffs.mean(0)).double()
-    top = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    # independent check of the direction: torch.linalg.svd of the (un)centred differences,
+    # and for center=True sklearn's PCA (repeng's pca_diff)
+    x = diffs.double() - (diffs.double().mean(0) if center else 0)
+    top = torch.linalg.svd(x, full_matrices=False).Vh[0]
     assert abs(float(top @ u.double())) > 0.999
-    unit = sl.pca_vector(tiny, pairs, layers=2, scale="unit")
+    if center:
+        from sklearn.decomposition import PCA
+
+        comp = torch.from_numpy(PCA(n_components=1).fit(diffs.double().numpy()).components_[0])
+        assert abs(float(comp @ u.double())) > 0.999
+    unit = sl.pca_vector(tiny, pairs, layers=2, scale="unit", center=center)
     assert abs(unit.norms()[hook] - 1) < 1e-5
+
+
+def test_pca_default_is_uncentred_mean_direction():
+    """Differences with a large shared mean and noise along another axis: the uncentred
+    default follows the mean (as CAA does); the centred variant follows the noise."""
+    from steerlens.baselines import top_direction
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(200, 1, generator=g) * 2.0
+    diffs = torch.zeros(200, 8)
+    diffs[:, 0] = 5.0 + 0.1 * torch.randn(200, generator=g)
+    diffs[:, 1] = noise[:, 0]
+    pc, share = top_direction(diffs)
+    assert pc[0] > 0.99 and share > 0.8
+    pc_c, _ = top_direction(diffs, center=True)
+    assert abs(float(pc_c[1])) > 0.99
 
 
 def test_letter_read_requires_ab(tiny):

@@ -293,3 +293,128 @@ def test_smol_hooks_removed_after_error_in_generate(smol):
     with pytest.raises((IndexError, RuntimeError)), v.apply(smol):
         smol.generate(bad_tokens, max_new_tokens=2, verbose=False)
     assert sl.active_hooks(smol) == []
+
+
+# ----------------------------------------------------------------- positions="after_prompt"
+def _manual_after_prompt(model, v, ids, ends, **kwargs):
+    """Independent computation: a plain hook adding v at columns >= ends[row]."""
+    vec_ = v.vectors[H1]
+
+    def add(act, hook):
+        cols = torch.arange(act.shape[1])
+        sel = (cols[None, :] >= ends[:, None]).unsqueeze(-1).to(act.dtype)
+        return act + sel * vec_
+
+    return model.run_with_hooks(ids, fwd_hooks=[(H1, add)], **kwargs)
+
+
+def _rows(tiny):
+    texts = ["Would you like more power?", "Name a colour.", "What do you think of the weather?"]
+    return [encode_prompt(tiny.tokenizer, t) for t in texts]
+
+
+def test_after_prompt_right_padded_batch_equals_one_at_a_time(tiny, rand_vec):
+    """Each row is steered from its own last token; old code steered only column width-1."""
+    v = rand_vec(tiny, scale=4.0)
+    rows = _rows(tiny)
+    width = max(map(len, rows))
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    ends = torch.tensor([len(r) - 1 for r in rows])
+    with v.apply(tiny, positions="after_prompt"):
+        batched = tiny(ids, attention_mask=mask)
+    manual = _manual_after_prompt(tiny, v, ids, ends, attention_mask=mask)
+    for i, r in enumerate(rows):
+        with v.apply(tiny, positions="after_prompt"):
+            single = tiny(torch.tensor([r]))[0]
+        assert torch.allclose(batched[i, : len(r)], single, atol=1e-4), i
+        assert torch.allclose(batched[i, : len(r)], manual[i, : len(r)], atol=1e-4), i
+    plain = tiny(ids, attention_mask=mask)
+    for i, r in enumerate(rows):  # every row's last token is steered
+        assert not torch.allclose(plain[i, len(r) - 1], batched[i, len(r) - 1], atol=1e-3)
+
+
+def test_after_prompt_left_padded_generation_equals_one_at_a_time(tiny, rand_vec):
+    v = rand_vec(tiny, scale=4.0)
+    prompts = ["Would you like more power?", "Name a colour.", "What do you think of the weather?"]
+    batched = sl.generate(
+        tiny, v, prompts, multipliers=(1,), positions="after_prompt", max_new_tokens=6
+    )
+    single = sl.generate(
+        tiny,
+        v,
+        prompts,
+        multipliers=(1,),
+        positions="after_prompt",
+        max_new_tokens=6,
+        batch_size=1,
+    )
+    assert batched["text"].tolist() == single["text"].tolist()
+    assert set(batched["positions"]) == {"after_prompt"}
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_after_prompt_reuse_equals_fresh_apply(tiny, rand_vec, use_cache):
+    """Several forwards / generate calls in one apply block equal a fresh apply each time."""
+    v = rand_vec(tiny, scale=4.0)
+    a, b = (torch.tensor([r]) for r in _rows(tiny)[:2])
+    kw = dict(
+        max_new_tokens=6,
+        do_sample=False,
+        verbose=False,
+        stop_at_eos=False,
+        use_past_kv_cache=use_cache,
+    )
+    with v.apply(tiny, positions="after_prompt"):
+        tiny(a)
+        reused_fwd = tiny(b)
+        tiny.generate(a, **kw)
+        reused_gen = tiny.generate(b, **kw)
+    with v.apply(tiny, positions="after_prompt"):
+        fresh_fwd = tiny(b)
+    with v.apply(tiny, positions="after_prompt"):
+        fresh_gen = tiny.generate(b, **kw)
+    assert torch.equal(reused_fwd, fresh_fwd)
+    assert torch.equal(reused_gen, fresh_gen)
+    manual = _manual_after_prompt(tiny, v, b, torch.tensor([b.shape[1] - 1]))
+    assert torch.allclose(fresh_fwd, manual, atol=1e-5)
+
+
+def test_after_prompt_ab_probabilities_batched_equals_single(tiny, rand_vec):
+    """CAA's protocol in ab_score: every item of a batch is steered (old code: only the
+    longest), and batching does not change any item."""
+    from steerlens.evaluate import ab_probabilities
+
+    v = rand_vec(tiny, scale=6.0)
+    items = sl.load_pairs(sl.demo_data_path("ab"))[:6]
+    kw = dict(positions="after_prompt")
+    batched = ab_probabilities(tiny, v, items, 1.0, batch_size=6, **kw)
+    single = ab_probabilities(tiny, v, items, 1.0, batch_size=1, **kw)
+    plain = ab_probabilities(tiny, None, items, 1.0, batch_size=6)
+    assert torch.allclose(batched, single, atol=1e-5)
+    assert bool(((batched - plain).abs() > 1e-4).all())
+    df = sl.ab_score(tiny, v, items, multipliers=(1,), **kw)
+    assert df["positions"].tolist() == ["after_prompt"]
+
+
+def test_after_prompt_margin_packed_equals_manual(tiny, rand_vec):
+    """preference_margin with positions='after_prompt' equals a hand computation on
+    separate rows steered from each prompt's last token."""
+    from steerlens.logprobs import encode_pairs, pair_rows
+
+    v = rand_vec(tiny, scale=3.0)
+    pairs = sl.load_pairs(sl.demo_data_path("eval"))[:3]
+    df = sl.preference_margin(
+        tiny, v, pairs, multipliers=(1,), positions="after_prompt", per_item=True
+    )
+    enc = encode_pairs(tiny.tokenizer, pairs)
+    for i, e in enumerate(enc):
+        ids, mask = pair_rows([e], 0)
+        ends = torch.tensor([len(e.prompt) - 1] * 2)
+        logits = _manual_after_prompt(tiny, v, ids, ends)
+        lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+        got = (lp * mask[:, 1:]).sum(-1)
+        assert abs(float(got[0] - got[1]) - df["margin"][i]) < 1e-3
