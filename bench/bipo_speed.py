@@ -114,6 +114,7 @@ def run_authors(epochs: int, n_pairs: int = N_PAIRS, dtype: str = "float32") -> 
             loss = -F.logsigmoid(d * BETA * z).mean()
             opt.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_([v], 1.0)  # the HF trainer's default max_grad_norm
             opt.step()
             schedule.step()
             losses.append(loss.item())

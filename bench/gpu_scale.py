@@ -92,6 +92,7 @@ def run_authors(hf, tok, pairs, args) -> dict:
             loss = -F.logsigmoid(d * 0.1 * z).mean()
             opt.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_([v], 1.0)  # the HF trainer's default max_grad_norm
             opt.step()
             sched.step()
             losses.append(loss.item())

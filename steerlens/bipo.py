@@ -54,47 +54,64 @@ from steerlens.vector import SteerHook, SteeringVector, _atomic_write, read_safe
 
 @dataclass
 class BiPOConfig:
-    """Settings of :func:`train_bipo`. Defaults are the paper's.
+    """Settings of :func:`train_bipo`. Defaults are the authors' effective run.
+
+    Source: CaoYuanpu/BiPO ``train.py`` (commit cef1d00), which builds a ``DPOConfig`` with
+    ``learning_rate=5e-4``, ``lr_scheduler_type="cosine"``, ``warmup_steps=100``,
+    ``per_device_train_batch_size=4``, ``num_train_epochs=100``, ``optim="adamw_torch"`` and
+    ``beta=0.1``. Its ``weight_decay=0.05`` script argument is never passed to that config, so
+    the run used the trainer's default 0.0; gradients were clipped at the Hugging Face
+    trainer's default ``max_grad_norm=1.0``. The released persona vectors are
+    ``vec_ep20_layer15.pt``: the epoch-20 snapshot of that 100-epoch cosine schedule
+    (``epochs=20, schedule_epochs=100`` here).
 
     The paper's lr (5e-4) grows the vector slowly: on SmolLM2-135M it moves the held-out margin
     by only ~0.4 nats after 80 steps. For a visible effect within minutes on a CPU use
     ``lr=1e-2`` and ``warmup_steps=0`` (see :data:`FAST`).
 
     Attributes:
-        epochs: passes over the training pairs (paper: 20 for personas).
-        lr: AdamW learning rate (paper: 5e-4).
-        beta: the preference temperature (paper: 0.1).
-        batch_size: pairs per step (paper: 4).
-        weight_decay: AdamW weight decay (paper text: 0.05; the authors' script ran with 0.0).
-        warmup_steps: linear warm-up steps before the cosine decay (paper: 100).
+        epochs: passes over the training pairs (released persona vectors: 20).
+        schedule_epochs: length of the warm-up + cosine schedule in epochs (None: ``epochs``,
+            decaying to zero at the end of training; authors' run: 100).
+        lr: AdamW learning rate (authors: 5e-4).
+        beta: the preference temperature (authors: 0.1).
+        batch_size: pairs per step (authors: 4).
+        weight_decay: AdamW weight decay (authors' effective run: 0.0; the paper's 0.05 was
+            never passed to the trainer).
+        warmup_steps: linear warm-up steps before the cosine decay (authors: 100).
         seed: seeds the batch order and the d draws; equal seeds give equal vectors.
         system_prompt: system turn of the chat template.
-        hook: ``"resid_post"`` (paper: block output), ``"resid_pre"`` or ``"resid_mid"``.
-        max_grad_norm: clip the gradient norm (None: no clipping).
+        hook: ``"resid_post"`` (authors: block output), ``"resid_pre"`` or ``"resid_mid"``.
+        max_grad_norm: clip the gradient norm (authors: 1.0, the HF trainer default; None: no
+            clipping).
         eval_batch_size: pairs per batch when scoring.
         checkpoint_every: also checkpoint every N optimiser steps (default: each epoch only).
         progress: show tqdm progress bars.
         behaviour: a label stored in the vector's metadata.
 
     Examples:
-        >>> BiPOConfig().lr, BiPOConfig(**FAST).lr
-        (0.0005, 0.01)
+        >>> BiPOConfig().lr, BiPOConfig(**FAST).lr, BiPOConfig().weight_decay
+        (0.0005, 0.01, 0.0)
+        >>> cfg = BiPOConfig(epochs=20, schedule_epochs=100)  # the released vectors' schedule
+        >>> cfg.max_grad_norm
+        1.0
     """
 
     epochs: int = 20
     lr: float = 5e-4
     beta: float = 0.1
     batch_size: int = 4
-    weight_decay: float = 0.05
+    weight_decay: float = 0.0
     warmup_steps: int = 100
     seed: int = 0
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     hook: str = "resid_post"
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = 1.0
     eval_batch_size: int = 8
     checkpoint_every: int | None = None
     progress: bool = True
     behaviour: str | None = None
+    schedule_epochs: int | None = None
 
     def __post_init__(self) -> None:
         def positive(name: str, value: Any, integer: bool = False) -> None:
@@ -120,6 +137,13 @@ class BiPOConfig:
             )
         if self.checkpoint_every is not None:
             positive("checkpoint_every", self.checkpoint_every, True)
+        if self.schedule_epochs is not None:
+            positive("schedule_epochs", self.schedule_epochs, True)
+            if self.schedule_epochs < self.epochs:
+                raise ConfigError(
+                    f"BiPOConfig.schedule_epochs ({self.schedule_epochs}) must be >= epochs "
+                    f"({self.epochs})"
+                )
         if self.max_grad_norm is not None:
             positive("max_grad_norm", self.max_grad_norm)
         if self.hook not in {"resid_post", "resid_pre", "resid_mid"}:
@@ -378,6 +402,7 @@ def train_bipo(
     n = len(enc)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
+    schedule_steps = steps_per_epoch * (cfg.schedule_epochs or cfg.epochs)
     fp = _fingerprint(pairs, hook_names, cfg)
 
     params = [torch.zeros(width, device=device, requires_grad=True) for _ in hook_names]
@@ -412,7 +437,7 @@ def train_bipo(
                     d = float(signs[s])
                     for group in opt.param_groups:
                         group["lr"] = cfg.lr * lr_factor(
-                            state.global_step, cfg.warmup_steps, total_steps
+                            state.global_step, cfg.warmup_steps, schedule_steps
                         )
                     batch = [enc[i] for i in idx]
                     loss, _ = bipo_loss(model, batch, hook_names, params, d, cfg.beta, ref[idx])

@@ -223,3 +223,50 @@ def test_callback_sees_every_step(tiny, pairs):
     assert [s["step"] for s in seen] == [1, 2, 3, 4]
     assert all(s["d"] in (-1.0, 1.0) and math.isfinite(s["loss"]) for s in seen)
     assert seen[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # v starts at zero
+
+
+def test_defaults_follow_the_authors_effective_run():
+    """CaoYuanpu/BiPO train.py: weight_decay is never passed (0.0), HF clips at 1.0."""
+    cfg = sl.BiPOConfig()
+    assert (cfg.lr, cfg.beta, cfg.batch_size, cfg.warmup_steps) == (5e-4, 0.1, 4, 100)
+    assert cfg.weight_decay == 0.0
+    assert cfg.max_grad_norm == 1.0
+    assert cfg.schedule_epochs is None
+    with pytest.raises(ConfigError, match="schedule_epochs"):
+        sl.BiPOConfig(epochs=5, schedule_epochs=4)
+
+
+def test_schedule_epochs_matches_hf_cosine_schedule(tiny, pairs):
+    """epochs=2 of a 10-epoch schedule: the learning rate of each step equals transformers'
+    get_cosine_schedule_with_warmup over the full 10 epochs (independent computation)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    lrs = []
+    cfg = sl.BiPOConfig(
+        epochs=2, schedule_epochs=10, lr=1e-2, warmup_steps=3, batch_size=2, progress=False
+    )
+    sub = pairs[:4]
+    sl.train_bipo(tiny, sub, layer=1, config=cfg, callback=lambda i: lrs.append(i["lr"]))
+    steps_per_epoch = 2
+    opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-2)
+    sched = get_cosine_schedule_with_warmup(opt, 3, steps_per_epoch * 10)
+    expected = []
+    for _ in range(len(lrs)):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert lrs[-1] > 0.9e-2  # still near the peak: the 10-epoch schedule has barely decayed
+
+
+def test_gradient_clipped_at_max_grad_norm(tiny, pairs, monkeypatch):
+    seen = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        seen.append(max_norm)
+        return real(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    sl.train_bipo(tiny, pairs[:4], layer=1, config=sl.BiPOConfig(epochs=1, progress=False))
+    assert seen and set(seen) == {1.0}
