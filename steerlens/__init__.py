@@ -16,6 +16,7 @@ from steerlens.data import (
     demo_data_path,
     format_prompt,
     load_pairs,
+    load_prompts,
     split_pairs,
 )
 from steerlens.errors import (
@@ -29,14 +30,29 @@ from steerlens.errors import (
     VectorError,
     VectorFileError,
 )
-from steerlens.evaluate import ab_score, generate, kl_divergence, preference_margin
+from steerlens.evaluate import (
+    DEFAULT_MULTIPLIERS,
+    ab_score,
+    generate,
+    kl_divergence,
+    preference_margin,
+)
+from steerlens.judge import BehaviourJudge, SentenceEmbedder
 from steerlens.models import load_model, resid_hook, tiny_model
+from steerlens.openended import BEHAVIOUR_PROMPTS, open_ended_score, prompting_score
 from steerlens.sweep import sweep_layers, sweep_multipliers
 from steerlens.vector import SteeringVector, active_hooks, is_steered
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BEHAVIOUR_PROMPTS",
+    "BehaviourJudge",
+    "DEFAULT_MULTIPLIERS",
+    "SentenceEmbedder",
+    "load_prompts",
+    "open_ended_score",
+    "prompting_score",
     "BiPOConfig",
     "CheckpointError",
     "ConfigError",

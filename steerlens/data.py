@@ -472,6 +472,60 @@ def demo_data_path(split: Literal["train", "eval", "ab"] = "train") -> Path:
 
 
 # --------------------------------------------------------------------------- prompts
+def load_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> list[str]:
+    """Open-ended questions from a JSON list (``[{"question": ...}, ...]`` or strings, as CAA's
+    ``test_dataset_open_ended.json``), a JSONL file, a CSV with a ``question`` column (as BiPO's
+    ``test_infer.csv``) or a text file with one question per line.
+
+    Raises:
+        DataError: naming the file, the row and the field at fault.
+
+    Examples:
+        >>> qs = load_prompts(demo_data_path("eval"))
+        >>> isinstance(qs[0], str) and len(qs) > 3
+        True
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    text = _read_text(path)
+    suffix = path.suffix.lower()
+    raw: list[tuple[str, Any]] = []
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of questions")
+        raw = [(f"item {i}", x) for i, x in enumerate(data)]
+    elif suffix == ".jsonl":
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    raw.append((f"line {i}", json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}: line {i}: not valid JSON ({e})") from e
+    elif suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or "question" not in reader.fieldnames:
+            raise DataError(f"{path}: the CSV header has no 'question' column")
+        raw = [(f"line {i}", row) for i, row in enumerate(reader, 2)]
+    else:
+        raw = [(f"line {i}", ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+    out = []
+    for where, x in raw:
+        q = x.get("question") if isinstance(x, dict) else x
+        if not isinstance(q, str) or not q.strip():
+            raise DataError(f"{path}: {where}: field 'question' is missing or empty")
+        out.append(q.strip())
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise DataError(f"{path}: no questions found")
+    return out
+
+
 def format_prompt(
     tokenizer: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
 ) -> str:
