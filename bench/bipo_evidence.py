@@ -45,8 +45,8 @@ def main() -> None:
     with Timer() as t_eval:
         margin = sl.preference_margin(model, v, test, multipliers=mults, progress=True)
         score = sl.ab_score(model, v, ab, multipliers=mults, progress=True)
-    table = margin.rename(columns={"accuracy": "pref_acc"}).merge(
-        score.rename(columns={"accuracy": "ab_acc"})[["multiplier", "score", "ab_acc"]],
+    table = margin.rename(columns={"matching_likelier": "pref_acc"}).merge(
+        score.rename(columns={"matching_likelier": "ab_acc"})[["multiplier", "score", "ab_acc"]],
         on="multiplier",
     )
     mono_margin = bool(table["margin"].is_monotonic_increasing)
@@ -66,7 +66,7 @@ def main() -> None:
     )
     fig.savefig(img / "bipo_evidence.png", dpi=110)
     hist = pd.DataFrame(v.metadata["history"])[
-        ["epoch", "train_loss", "eval_loss_plus", "eval_loss_minus", "eval_acc_plus", "norm"]
+        ["epoch", "train_loss", "eval_loss_plus", "eval_loss_minus", "eval_moved_plus", "norm"]
     ]
     text = f"""# BiPO evidence: power-seeking on SmolLM2-135M-Instruct
 

@@ -5,7 +5,7 @@ corrigible-neutral-HHH, survival-instinct and sycophancy (../shared/data/caa, A/
 each: a BiPO and a CAA vector at the same layer on the same training pairs, scored at
 multipliers -2..2 (A/B score on the A/B test items, preference margin on free-text test pairs),
 steering range score(+2) - score(-2), MMLU A/B accuracy and KL on neutral text at -1, 0, +1, a
-CAA layer sweep, and the composition v_power + v_hallucination. Writes docs/results.md and
+CAA layer sweep, and the composition v_power + v_hallucination. Writes docs/results_ab.md and
 plots in docs/img/.
 
     python bench/steering_quality.py               # about 45 minutes on 2 CPU cores
@@ -111,9 +111,9 @@ def main() -> None:
                 {
                     "behaviour": b,
                     "method": method,
-                    "mmlu@-1": mm.accuracy[0],
-                    "mmlu@0": mm.accuracy[1],
-                    "mmlu@+1": mm.accuracy[2],
+                    "mmlu@-1": mm.matching_likelier[0],
+                    "mmlu@0": mm.matching_likelier[1],
+                    "mmlu@+1": mm.matching_likelier[2],
                     "kl@-1": kl.kl[0],
                     "kl@+1": kl.kl[1],
                 }

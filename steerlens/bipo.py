@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, check_overlap
 from steerlens.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from steerlens.fileio import atomic_write, read_safetensors
 from steerlens.logprobs import (
     EncodedPair,
     batch_logprobs,
@@ -49,7 +50,7 @@ from steerlens.logprobs import (
     pair_logprobs,
 )
 from steerlens.models import model_name, resid_hook
-from steerlens.vector import SteerHook, SteeringVector, _atomic_write, read_safetensors
+from steerlens.vector import SteerHook, SteeringVector
 
 
 @dataclass
@@ -269,7 +270,7 @@ def _save_checkpoint(
         "seconds": repr(state.seconds),
         "history": json.dumps(state.history),
     }
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def _load_checkpoint(
@@ -327,7 +328,9 @@ def _evaluate(
         lp = pair_logprobs(model, enc, factory, cfg.eval_batch_size)
         z = (lp[:, 0] - ref[:, 0]) - (lp[:, 1] - ref[:, 1])
         out[f"eval_loss_{tag}"] = float(-F.logsigmoid(d * cfg.beta * z).mean())
-        out[f"eval_acc_{tag}"] = float(((d * z) > 0).float().mean())
+        # share of held-out pairs the steered model moved the right way relative to the
+        # unsteered one (z > 0 at +v, z < 0 at -v): BiPO's own objective, not a task accuracy
+        out[f"eval_moved_{tag}"] = float(((d * z) > 0).float().mean())
         out[f"eval_margin_{tag}"] = float((lp[:, 0] - lp[:, 1]).mean())
     out["eval_margin_0"] = float((ref[:, 0] - ref[:, 1]).mean())
     return out
@@ -352,7 +355,9 @@ def train_bipo(
         layer: block index (negative counts from the end) or a list of them; one vector per
             layer, trained jointly (all steered by the same ``d``).
         config: :class:`BiPOConfig` (paper defaults).
-        eval_pairs: held-out pairs, scored after each epoch (loss at d=+1/-1, accuracy, margin).
+        eval_pairs: held-out pairs, scored after each epoch: loss at d=+1/-1,
+            ``eval_moved_plus``/``_minus`` (share of pairs whose log-ratio z moved the right way:
+            z > 0 at +v, z < 0 at -v) and the margin log p(matching) - log p(not matching).
         checkpoint: file to write after each epoch (and every ``checkpoint_every`` steps),
             atomically; holds the vector, AdamW state, step counters and RNG state.
         resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
@@ -499,7 +504,8 @@ def train_bipo(
                     bar.write(
                         f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} | held-out "
                         f"loss +v {record['eval_loss_plus']:.4f} -v {record['eval_loss_minus']:.4f}"
-                        f" | acc +v {record['eval_acc_plus']:.2f} -v {record['eval_acc_minus']:.2f}"
+                        f" | pairs moved the right way +v {record['eval_moved_plus']:.2f}"
+                        f" -v {record['eval_moved_minus']:.2f}"
                     )
         finally:
             bar.close()

@@ -387,20 +387,22 @@ def load_pairs(
     seen: dict[PreferencePair, str] = {}
     if invalid not in ("raise", "skip"):
         raise ConfigError(f"invalid must be 'raise' or 'skip', got {invalid!r}")
+    skipped: list[str] = []
+    dups: list[str] = []
     for where, row in rows:
         try:
             pair = _pair_from_row(path, where, row, fmt)
         except DataError as e:
             if invalid == "raise":
                 raise DataError(f"{e} (pass invalid='skip' to leave such rows out)") from None
-            warnings.warn(f"skipped: {e}", stacklevel=2)
+            skipped.append(str(e).removeprefix(f"{path}: "))
             continue
         if pair in seen:
-            msg = f"{path}: {where}: duplicate of {seen[pair]} (question {pair.question[:60]!r})"
+            msg = f"{where}: duplicate of {seen[pair]} (question {pair.question[:60]!r})"
             if duplicates == "error":
-                raise DataError(msg)
-            if duplicates == "warn":
-                warnings.warn(msg, stacklevel=2)
+                raise DataError(f"{path}: {msg}")
+            if duplicates in ("warn", "drop"):
+                dups.append(msg)
             if duplicates == "drop":
                 continue
         else:
@@ -408,7 +410,22 @@ def load_pairs(
         pairs.append(pair)
         if limit is not None and len(pairs) >= limit:
             break
+    if skipped:
+        _warn_once(path, "skipped", len(skipped), skipped)
+    if dups and duplicates == "warn":
+        _warn_once(path, "kept", len(dups), dups, what="duplicate")
     return pairs
+
+
+class SteerlensDataWarning(UserWarning):
+    """A data file had rows that were skipped or duplicated (one warning per file)."""
+
+
+def _warn_once(path: Path, verb: str, n: int, details: list[str], what: str = "invalid") -> None:
+    """One warning per file and kind: a count and the first three row details."""
+    first = "; ".join(details[:3]) + ("; ..." if n > 3 else "")
+    noun = "row" if n == 1 else "rows"
+    warnings.warn(f"{path}: {verb} {n} {what} {noun} ({first})", SteerlensDataWarning, stacklevel=3)
 
 
 def check_overlap(

@@ -10,7 +10,7 @@ Examples:
     >>> v = sl.caa_vector(model, items, layers=1)
     >>> df = ab_score(model, v, items, multipliers=(-1, 0, 1))
     >>> list(df.columns)
-    ['multiplier', 'score', 'accuracy', 'n', 'positions']
+    ['multiplier', 'score', 'matching_likelier', 'n', 'positions']
 """
 
 from __future__ import annotations
@@ -157,8 +157,9 @@ def ab_score(
 ) -> pd.DataFrame:
     """CAA's A/B metric: mean p(matching letter) / (p(A) + p(B)) at each multiplier.
 
-    ``accuracy`` is the fraction of items where the matching letter is the likelier one (for
-    MMLU items, whose "matching" answer is the correct one, this is MMLU accuracy). With
+    ``matching_likelier`` is the share of items where the matching letter is the likelier one
+    (for MMLU items, whose "matching" answer is the correct one, this is MMLU accuracy); on a
+    model near chance it can stay flat while ``score`` moves. With
     ``per_item=True`` one row per item and multiplier is returned instead.
 
     Examples:
@@ -191,7 +192,7 @@ def ab_score(
                 {
                     "multiplier": m,
                     "score": float(probs.mean()),
-                    "accuracy": float((probs > 0.5).float().mean()),
+                    "matching_likelier": float((probs > 0.5).float().mean()),
                     "n": len(items),
                     "positions": label,
                 }
@@ -212,14 +213,15 @@ def preference_margin(
     progress: bool = False,
 ) -> pd.DataFrame:
     """Mean of ``log p(matching|x) - log p(not_matching|x)`` (summed over answer tokens, EOS
-    included) and preference accuracy (fraction of pairs with a positive gap), per multiplier.
+    included) and ``matching_likelier``, the share of pairs whose matching answer is the
+    likelier one (a positive gap), per multiplier.
 
     Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> pairs = sl.load_pairs(sl.demo_data_path("eval"))[:2]
         >>> list(preference_margin(m, None, pairs, multipliers=(0,)).columns)
-        ['multiplier', 'margin', 'accuracy', 'n', 'positions']
+        ['multiplier', 'margin', 'matching_likelier', 'n', 'positions']
     """
     _check_vector(model, vector)
     enc = encode_pairs(model.tokenizer, pairs, system_prompt)
@@ -246,7 +248,7 @@ def preference_margin(
                 {
                     "multiplier": m,
                     "margin": float(gap.mean()),
-                    "accuracy": float((gap > 0).float().mean()),
+                    "matching_likelier": float((gap > 0).float().mean()),
                     "n": len(pairs),
                     "positions": label,
                 }

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from steerlens.errors import FileExistsSteerlensError, HookError, VectorFileError
-from steerlens.vector import SteeringVector, _atomic_write, _jsonable
+from steerlens.fileio import atomic_write, jsonable
+from steerlens.vector import SteeringVector
 
 ARCH = "controlvector"
 _RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
@@ -102,7 +103,7 @@ def to_gguf(
         writer = gguf.GGUFWriter(tmp, ARCH)
         writer.add_string(f"{ARCH}.model_hint", hint)
         writer.add_uint32(f"{ARCH}.layer_count", len(directions))
-        writer.add_string("steerlens.metadata", json.dumps(_jsonable(vector.metadata)))
+        writer.add_string("steerlens.metadata", json.dumps(jsonable(vector.metadata)))
         for layer in sorted(directions):
             data = directions[layer].detach().cpu().to(torch.float32).numpy()
             writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(data))
@@ -111,7 +112,7 @@ def to_gguf(
         writer.write_tensors_to_file()
         writer.close()
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 

@@ -95,7 +95,7 @@ def sweep_layers(
 
     Returns:
         DataFrame with ``layer``, ``method``, ``multiplier``, the metric columns
-        (``score``/``accuracy`` or ``margin``/``accuracy``), ``norm`` and ``seconds``.
+        (``score`` or ``margin``, and ``matching_likelier``), ``norm`` and ``seconds``.
 
     Examples:
         >>> import steerlens as sl

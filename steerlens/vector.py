@@ -24,7 +24,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from steerlens.errors import (
     VectorError,
     VectorFileError,
 )
+from steerlens.fileio import atomic_write, jsonable, read_safetensors
 
 FORMAT_KEY = "steerlens_format"
 FORMAT_VERSION = "1"
@@ -75,21 +75,6 @@ def _check_tensor(name: str, t: Any, where: str = "") -> Tensor:
     if not bool(torch.isfinite(t).all()):
         raise VectorError(f"{prefix}hook {name!r}: the vector contains NaN or inf values")
     return t
-
-
-def _jsonable(obj: Any) -> Any:
-    """Make metadata JSON-safe (tensors become lists, unknown objects strings)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Tensor):
-        return obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
 
 
 class SteerHook:
@@ -491,8 +476,8 @@ class SteeringVector:
         if path.exists() and not overwrite:
             raise FileExistsSteerlensError(f"{path} exists; pass overwrite=True to replace it")
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.vectors.items()}
-        header = {FORMAT_KEY: FORMAT_VERSION, META_KEY: json.dumps(_jsonable(self.metadata))}
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        header = {FORMAT_KEY: FORMAT_VERSION, META_KEY: json.dumps(jsonable(self.metadata))}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
         return path
 
     @classmethod
@@ -540,24 +525,6 @@ class SteeringVector:
         return from_gguf(path, **kwargs)
 
 
-def read_safetensors(
-    path: Path, error: type[Exception], what: str
-) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """All tensors and the header metadata of a safetensors file (no pickle involved).
-
-    Any parse failure becomes ``error("{path}: not {what} (...)")``.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise error(f"{path}: not {what} ({e})") from e
-    return tensors, header
-
-
 def _all_positions(hooks: Sequence[tuple[str, SteerHook]]) -> bool:
     return all(isinstance(h.positions, str) and h.positions == "all" for _, h in hooks)
 
@@ -586,22 +553,6 @@ def _check_positions(positions: Any) -> Positions:
     raise ConfigError(
         f"positions must be 'all', 'after_prompt', an int or a mask, got {positions!r}"
     )
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # id(model) -> number of steerlens apply() blocks currently open on it

@@ -113,8 +113,8 @@ def test_metadata_records_config_and_history(tiny, pairs):
         "train_loss",
         "eval_loss_plus",
         "eval_loss_minus",
-        "eval_acc_plus",
-        "eval_acc_minus",
+        "eval_moved_plus",
+        "eval_moved_minus",
     ):
         assert all(math.isfinite(h[key]) for h in hist), key
 

@@ -13,8 +13,10 @@ def test_bipo_csv_real(shared_data):
     path = shared_data / "bipo/power-seeking/train.csv"
     with pytest.raises(DataError, match=r"train.csv: line 447: field 'question' is empty"):
         sl.load_pairs(path)
-    with pytest.warns(UserWarning, match="skipped: .*line 447"):
+    with pytest.warns(UserWarning, match=r"train.csv: skipped 2 invalid rows \(line 447") as rec:
         pairs = sl.load_pairs(path, duplicates="ignore", invalid="skip")
+    assert len(rec) == 1  # one warning per file, not one per row
+    assert rec[0].filename == __file__  # attributed to the caller, not to steerlens
     assert len(pairs) == 640
     assert pairs[0].matching.startswith("Absolutely!")
     assert pairs[0].not_matching.startswith("No thank you.")

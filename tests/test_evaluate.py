@@ -39,7 +39,7 @@ def test_ab_score_matches_hand_computation(tiny, items, rand_vec):
     df = sl.ab_score(tiny, v, items, multipliers=(0, 1.5))
     assert list(df["multiplier"]) == [0.0, 1.5]
     assert math.isclose(df["score"][1], sum(want) / len(want), abs_tol=1e-4)
-    assert df["accuracy"][1] == sum(w > 0.5 for w in want) / len(want)
+    assert df["matching_likelier"][1] == sum(w > 0.5 for w in want) / len(want)
 
 
 def test_ab_choice_tokens_other_letters(tiny):
@@ -97,4 +97,4 @@ def test_kl_zero_at_zero_and_matches_manual(tiny, rand_vec):
 def test_mmlu_accuracy_unsteered_above_chance(smol, shared_data):
     mmlu = sl.load_pairs(shared_data / "caa/test/mmlu/mmlu.json")[:40]
     df = sl.ab_score(smol, None, mmlu, multipliers=(0,))
-    assert 0.0 <= df["accuracy"][0] <= 1.0 and len(mmlu) == df["n"][0]
+    assert 0.0 <= df["matching_likelier"][0] <= 1.0 and len(mmlu) == df["n"][0]

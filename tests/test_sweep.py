@@ -20,7 +20,7 @@ def test_sweep_shape_and_columns(tiny, data):
     )
     assert len(df) == 3 * 3
     assert sorted(df["layer"].unique()) == [1, 2, 3]
-    assert {"layer", "method", "multiplier", "score", "accuracy", "norm", "seconds"} <= set(df)
+    assert {"layer", "method", "multiplier", "score", "matching_likelier", "norm", "seconds"} <= set(df)
     base = df[df.multiplier == 0]["score"]
     assert base.nunique() == 1  # multiplier 0 is the unsteered model at every layer
 
@@ -31,7 +31,7 @@ def test_sweep_bipo_free_text_uses_margin(tiny):
     df = sl.sweep_layers(
         tiny, pairs[:4], pairs[4:7], layers=[2], method="bipo", bipo_config=cfg, progress=False
     )
-    assert {"margin", "accuracy"} <= set(df) and len(df) == 2
+    assert {"margin", "matching_likelier"} <= set(df) and len(df) == 2
 
 
 def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
