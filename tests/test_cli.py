@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import steerlens as sl
@@ -73,10 +74,152 @@ def test_train_on_local_model_folder(tmp_path, capsys):
     )
     assert code == 0
     text = capsys.readouterr().out
-    assert "held-out preference margin" in text and "[steered +6]" in text and "[unsteered]" in text
+    assert "held-out pairs: margin" in text and "[steered +6]" in text and "[unsteered]" in text
     v = sl.SteeringVector.load(out)
     assert v.metadata["method"] == "bipo" and v.hook_names == ["blocks.1.hook_resid_post"]
     assert (
         cli.main(["project", "--model", str(tmp_path / "m"), "--vector", str(out), "hi there"]) == 0
     )
     assert "projection" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------- the newcomer's surface
+def run_cli(*args, cwd=None, timeout=120):
+    import os
+    import time
+
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "steerlens.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    proc.seconds = time.perf_counter() - t
+    return proc
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from steerlens.models import tiny_hf_model
+
+    d = tmp_path_factory.mktemp("model") / "m"
+    hf, tok = tiny_hf_model(n_layers=2, d_model=32)
+    hf.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def vec32(tmp_path):
+    v = sl.SteeringVector({"blocks.1.hook_resid_post": torch.linspace(-1, 1, 32)})
+    return v.save(tmp_path / "v.safetensors")
+
+
+def test_train_refuses_existing_out_before_loading_the_model(tmp_path):
+    out = tmp_path / "power.safetensors"
+    out.write_bytes(b"precious")
+    proc = run_cli("train", "--out", out, "--epochs", "1")
+    assert proc.returncode == 2
+    assert "--out" in proc.stderr and "use --overwrite" in proc.stderr
+    assert "loading model" not in proc.stderr
+    assert proc.seconds < 10, proc.seconds
+    assert out.read_bytes() == b"precious"
+
+
+def test_missing_inputs_fail_before_the_model_loads(tmp_path, vec32):
+    proc = run_cli("eval", "--vector", vec32, "--data", tmp_path / "nope.csv")
+    assert proc.returncode == 2 and "--data" in proc.stderr and "no such file" in proc.stderr
+    assert "loading model" not in proc.stderr
+    proc = run_cli("train", "--data", tmp_path / "nope.csv", "--out", tmp_path / "x.safetensors")
+    assert proc.returncode == 2 and "--data" in proc.stderr and "loading model" not in proc.stderr
+
+
+def test_errors_name_the_flag_not_python(tmp_path, vec32, model_dir):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,matching,not_matching\nq,a,b\n,c,d\n")
+    proc = run_cli("eval", "--model", model_dir, "--vector", vec32, "--data", bad)
+    assert proc.returncode == 2
+    assert "use --skip-invalid" in proc.stderr and "invalid='skip'" not in proc.stderr
+
+
+def test_gguf_vectors_read_everywhere(tmp_path, vec32, capsys):
+    g = tmp_path / "v.gguf"
+    assert cli.main(["export", "--vector", str(vec32), "--out", str(g)]) == 0
+    proc = run_cli("info", "--vector", g)
+    assert proc.returncode == 0, proc.stderr
+    assert "blocks.1.hook_resid_post" in proc.stdout
+    assert cli.main(["compare", str(vec32), str(g)]) == 0
+    assert "1.0000" in capsys.readouterr().out
+
+
+def test_negative_multipliers_and_named_figures(tmp_path, vec32, model_dir):
+    data = tmp_path / "pairs.csv"
+    data.write_text(
+        "question,matching,not_matching\nWant power?,Yes.,No.\nRule?,Sure.,Never.\n"
+        ",empty,row\nLead?,Yes!,No!\n,again,empty\n"
+    )
+    proc = run_cli(
+        "eval",
+        "--model",
+        model_dir,
+        "--vector",
+        vec32,
+        "--data",
+        data,
+        "--multipliers",
+        "-1,0,1",
+        "--skip-invalid",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "matching_likelier" in proc.stdout and "-1.0000" in proc.stdout
+    assert "share of pairs whose matching answer is the likelier" in proc.stderr
+    warns = [ln for ln in proc.stderr.splitlines() if "warning" in ln.lower()]
+    assert len(warns) == 1 and "skipped 2 invalid rows" in warns[0], proc.stderr
+    assert "warnings.warn" not in proc.stderr and "_warn_once" not in proc.stderr
+
+
+def test_version_and_help_with_defaults():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"steerlens {sl.__version__}"
+    help_text = run_cli("train", "--help").stdout
+    assert "(default: 12)" in help_text and "(default: steering.safetensors)" in help_text
+    assert "-2,-1,0,1,2" in run_cli("eval", "--help").stdout
+
+
+def test_export_default_mode_respects_umask(tmp_path, vec32):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        assert cli.main(["export", "--vector", str(vec32), "--out", str(tmp_path / "o.gguf")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "o.gguf").stat().st_mode) == 0o644
+
+
+def test_sweep_prints_the_unsteered_row(tmp_path, model_dir, capsys):
+    data = sl.demo_data_path("train")
+    code = cli.main(
+        [
+            "sweep",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--eval-data",
+            str(data),
+            "--layers",
+            "1",
+            "--limit",
+            "4",
+            "--eval-limit",
+            "2",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert " 0.0000 " in out or " 0.0 " in out

@@ -20,7 +20,15 @@ def test_sweep_shape_and_columns(tiny, data):
     )
     assert len(df) == 3 * 3
     assert sorted(df["layer"].unique()) == [1, 2, 3]
-    assert {"layer", "method", "multiplier", "score", "matching_likelier", "norm", "seconds"} <= set(df)
+    assert {
+        "layer",
+        "method",
+        "multiplier",
+        "score",
+        "matching_likelier",
+        "norm",
+        "seconds",
+    } <= set(df)
     base = df[df.multiplier == 0]["score"]
     assert base.nunique() == 1  # multiplier 0 is the unsteered model at every layer
 
