@@ -39,7 +39,7 @@ def main() -> None:
         epochs=args.epochs, lr=args.lr, warmup_steps=0, weight_decay=0.0, behaviour="power-seeking"
     )
     with Timer() as t_train:
-        v = sl.train_bipo(model, train, layer=args.layer, config=cfg, eval_pairs=test[:16])
+        v = sl.train_bipo(model, train, layers=args.layer, config=cfg, eval_pairs=test[:16])
     v.save(DOCS / "vectors" / "power_bipo_L12.safetensors", overwrite=True)
     mults = (-2, -1, 0, 1, 2)
     with Timer() as t_eval:

@@ -67,10 +67,10 @@ def run_authors(epochs: int, n_pairs: int = N_PAIRS, dtype: str = "float32") -> 
 
     import steerlens as sl
     from steerlens.logprobs import encode_pairs, pair_rows
-    from steerlens.models import _load_gguf_hf, smollm2_gguf_path
+    from steerlens.models import load_hf_from_gguf, smollm2_gguf_path
 
     pairs = _data(n_pairs)
-    policy, tok = _load_gguf_hf(smollm2_gguf_path(), DTYPES[dtype])
+    policy, tok = load_hf_from_gguf(smollm2_gguf_path(), DTYPES[dtype])
     del AutoModelForCausalLM
     # eager attention, as the TransformerBridge uses, so that both run the same arithmetic
     policy.config._attn_implementation = "eager"
@@ -151,7 +151,7 @@ def run_steerlens(epochs: int, n_pairs: int = N_PAIRS, dtype: str = "float32") -
         losses.append(info["loss"])
         stamps.append((info["step"], time.perf_counter()))
 
-    v = sl.train_bipo(model, pairs, layer=LAYER, config=cfg, callback=cb)
+    v = sl.train_bipo(model, pairs, layers=LAYER, config=cfg, callback=cb)
     steps = math.ceil(len(pairs) / BATCH)
     # the reference pass runs before the first step: time from start to the end of step 1,
     # minus one typical step time, is the one-time setup
@@ -175,13 +175,13 @@ def overheads() -> dict:
     import transformer_lens.model_bridge  # noqa: F401  (import cost measured separately)
 
     import steerlens as sl
-    from steerlens.models import _load_gguf_hf, smollm2_gguf_path
+    from steerlens.models import load_hf_from_gguf, smollm2_gguf_path
     from steerlens.vector import SteerHook
 
     t = time.perf_counter()
     bridge = sl.load_model()
     load = time.perf_counter() - t
-    hf, _ = _load_gguf_hf(smollm2_gguf_path(), torch.float32)
+    hf, _ = load_hf_from_gguf(smollm2_gguf_path(), torch.float32)
     hf.requires_grad_(False)
     x = torch.randint(100, 40000, (4, 128), generator=torch.Generator().manual_seed(0))
     v = torch.zeros(576, requires_grad=True)

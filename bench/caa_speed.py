@@ -38,7 +38,7 @@ START, END = "<!-- caa-speed:start -->", "<!-- caa-speed:end -->"
 def texts_for_peer(tok, pairs) -> tuple[list[tuple[str, str]], int]:
     """The exact strings steerlens reads, and how many re-tokenize to other ids."""
     import steerlens as sl
-    from steerlens.baselines import _letter_index
+    from steerlens.baselines import letter_token_index
     from steerlens.logprobs import encode_prompt, encode_text
 
     samples, mismatched = [], 0
@@ -47,7 +47,7 @@ def texts_for_peer(tok, pairs) -> tuple[list[tuple[str, str]], int]:
         both = []
         for answer in (p.matching, p.not_matching):
             ans = encode_text(tok, answer)
-            k = _letter_index(tok, ans, answer.strip().strip("()")[:1])
+            k = letter_token_index(tok, ans, answer.strip().strip("()")[:1])
             ids = prompt + ans[: k + 1]
             text = tok.decode(ids)
             if tok(text, add_special_tokens=False).input_ids != ids:
@@ -73,7 +73,7 @@ def main() -> None:
     import steering_vectors as svlib
 
     import steerlens as sl
-    from steerlens.models import _load_gguf_hf, smollm2_gguf_path
+    from steerlens.models import load_hf_from_gguf, smollm2_gguf_path
 
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -81,7 +81,7 @@ def main() -> None:
         pairs = sl.load_pairs(require_shared() / "caa/generate/sycophancy/generate_dataset.json")[
             :N_PAIRS
         ]
-    hf, tok = _load_gguf_hf(smollm2_gguf_path(), torch.float32)
+    hf, tok = load_hf_from_gguf(smollm2_gguf_path(), torch.float32)
     hf.config._attn_implementation = "eager"
     hf.eval()
     peer_model = copy.deepcopy(hf)  # the bridge wraps its model's modules in place

@@ -38,7 +38,7 @@ from _common import authors_attention_mask, authors_logps, bipo_schedule  # noqa
 
 import steerlens as sl  # noqa: E402
 from steerlens.logprobs import encode_pairs, pair_rows  # noqa: E402
-from steerlens.models import _boot  # noqa: E402
+from steerlens.models import bridge_from_hf  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -161,7 +161,7 @@ def bridge_fwd_bwd(bridge, args, vocab: int) -> float:
 
 def run_steerlens(hf, tok, pairs, args) -> dict:
     t0 = time.perf_counter()
-    bridge = _boot(hf, tok, "random-llama-2-7b-shape", args.device, args.torch_dtype)
+    bridge = bridge_from_hf(hf, tok, "random-llama-2-7b-shape", args.device, args.torch_dtype)
     boot_s = time.perf_counter() - t0
     from steerlens.logprobs import supports_shared_prompt
 
@@ -182,7 +182,7 @@ def run_steerlens(hf, tok, pairs, args) -> dict:
         progress=False,
     )
     t_start = time.perf_counter()
-    sl.train_bipo(bridge, pairs, layer=args.layer, config=cfg, callback=cb)
+    sl.train_bipo(bridge, pairs, layers=args.layer, config=cfg, callback=cb)
     steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     peak = peak_gib(args.device)  # before the overhead measurement below
     return {

@@ -119,7 +119,9 @@ def main() -> None:
             }
         )
         print(f"[{b}] judge {judge}", flush=True)
-        base = sl.open_ended_score(model, None, prompts, judge, (0,), **common, per_item=True)
+        base = sl.open_ended_score(
+            model, None, prompts, judge, multipliers=(0,), **common, per_item=True
+        )
         prompt_items = sl.prompting_score(
             model, prompts, judge, behaviour=pkey, **common, per_item=True
         )
@@ -135,19 +137,26 @@ def main() -> None:
         for layer in layers:
             cfg = sl.BiPOConfig(epochs=args.epochs, lr=1e-2, warmup_steps=0, progress=False)
             vecs = {
-                "bipo": sl.train_bipo(model, train, layer=layer, config=cfg),
+                "bipo": sl.train_bipo(model, train, layers=layer, config=cfg),
                 "caa": sl.caa_vector(model, train, layers=layer, balance_letters=is_ab),
                 "pca": sl.pca_vector(model, train, layers=layer),
             }
             if args.recipe == "full":
                 full = sl.BiPOConfig(epochs=20, schedule_epochs=100, progress=True)
-                vecs["bipo-full"] = sl.train_bipo(model, all_pairs, layer=layer, config=full)
+                vecs["bipo-full"] = sl.train_bipo(model, all_pairs, layers=layer, config=full)
             (ref_norm,) = vecs["bipo"].norms().values()
             todo = [(name, "natural", v) for name, v in vecs.items()]
             todo += [(n, "equal", rescale(v, ref_norm)) for n, v in vecs.items() if n != "bipo"]
             for name, scaling, v in todo:
                 items = sl.open_ended_score(
-                    model, v, prompts, judge, mults, **common, method=name, per_item=True
+                    model,
+                    v,
+                    prompts,
+                    judge,
+                    multipliers=mults,
+                    **common,
+                    method=name,
+                    per_item=True,
                 )
                 items = pd.concat([items, base.assign(method=name)], ignore_index=True)
                 (norm,) = v.norms().values()

@@ -78,7 +78,7 @@ def main() -> None:
     rows, curves, vectors, utility, sweeps = [], [], {}, [], []
     for b, sets in data.items():
         t0 = time.perf_counter()
-        vb = sl.train_bipo(model, sets["train"], layer=args.layer, config=cfg)
+        vb = sl.train_bipo(model, sets["train"], layers=args.layer, config=cfg)
         vc = sl.caa_vector(model, sets["train"], layers=args.layer)
         hook = f"blocks.{args.layer}.hook_resid_post"
         # BiPO's direction at CAA's norm: compares directions, not step counts
@@ -86,7 +86,7 @@ def main() -> None:
         vectors[b] = {"bipo": vb, "caa": vc}
         methods = (("bipo", vb), ("caa", vc), ("bipo@caa-norm", vb_eq))
         for method, v in methods:
-            ab = sl.ab_score(model, v, sets["ab"], mults)
+            ab = sl.ab_score(model, v, sets["ab"], multipliers=mults)
             rec = {
                 "behaviour": b,
                 "method": method,
@@ -99,12 +99,12 @@ def main() -> None:
                 )
             rec["range"] = rec["ab@+2"] - rec["ab@-2"]
             if sets["margin"]:
-                mg = sl.preference_margin(model, v, sets["margin"], (-2, 0, 2))
+                mg = sl.preference_margin(model, v, sets["margin"], multipliers=(-2, 0, 2))
                 rec["margin@-2"], rec["margin@0"], rec["margin@+2"] = mg.margin.tolist()
             rows.append(rec)
             if method == "bipo@caa-norm":  # utility is measured for the two methods as trained
                 continue
-            mm = sl.ab_score(model, v, mmlu, (-1, 0, 1))
+            mm = sl.ab_score(model, v, mmlu, multipliers=(-1, 0, 1))
             kl = sl.kl_divergence(model, v, multipliers=(-1, 1))
             print(f"  {b} {method}: {time.perf_counter() - t0:.0f} s", flush=True)
             utility.append(
@@ -136,7 +136,7 @@ def main() -> None:
                 layers=layers if method == "caa" else bipo_layers,
                 method=method,
                 multipliers=(-2, 2),
-                bipo_config=sweep_cfg,
+                config=sweep_cfg,
                 metric="ab",
                 progress=False,
             )
@@ -166,8 +166,8 @@ def main() -> None:
     vp, vh = vectors["power-seeking"]["bipo"], vectors["hallucination"]["bipo"]
     for name, v in (("power", vp), ("hallucination", vh), ("power + hallucination", vp + vh)):
         for b in ("power-seeking", "hallucination"):
-            s = sl.ab_score(model, v, data[b]["ab"], (0, 1))
-            mg = sl.preference_margin(model, v, data[b]["margin"], (0, 1))
+            s = sl.ab_score(model, v, data[b]["ab"], multipliers=(0, 1))
+            mg = sl.preference_margin(model, v, data[b]["margin"], multipliers=(0, 1))
             comp.append(
                 {
                     "vector": name,

@@ -6,6 +6,7 @@ Examples:
     ['SteeringVector', 'caa_vector', 'train_bipo']
 """
 
+from steerlens import analysis, interop, viz  # noqa: E402 - sub-packages used as sl.analysis
 from steerlens.baselines import caa_vector, pca_vector
 from steerlens.bipo import BiPOConfig, bipo_loss, train_bipo
 from steerlens.data import (
@@ -23,6 +24,7 @@ from steerlens.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    FileExistsSteerlensError,
     HookError,
     ModelLoadError,
     SteerlensError,
@@ -40,12 +42,18 @@ from steerlens.evaluate import (
 from steerlens.judge import BehaviourJudge, SentenceEmbedder
 from steerlens.models import load_model, resid_hook, tiny_model
 from steerlens.openended import BEHAVIOUR_PROMPTS, open_ended_score, prompting_score
-from steerlens.sweep import sweep_layers, sweep_multipliers
+from steerlens.sweep import score_vector, sweep_layers, sweep_multipliers, train_vector
 from steerlens.vector import SteeringVector, active_hooks, is_steered
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FileExistsSteerlensError",
+    "analysis",
+    "interop",
+    "score_vector",
+    "train_vector",
+    "viz",
     "BEHAVIOUR_PROMPTS",
     "BehaviourJudge",
     "DEFAULT_MULTIPLIERS",

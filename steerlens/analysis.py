@@ -12,6 +12,7 @@ Examples:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +23,11 @@ import torch
 from torch import Tensor
 
 from steerlens.baselines import Read, balanced_mean, collect_activations, matching_letter_is_first
+from steerlens.compat import SteerlensDeprecationWarning, deprecated_args
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, format_prompt
-from steerlens.errors import HookError
-from steerlens.logprobs import encode_text, model_device
-from steerlens.models import hook_layer
+from steerlens.errors import ConfigError, HookError
+from steerlens.hooks import hook_layer, model_device
+from steerlens.logprobs import encode_text
 from steerlens.vector import SteeringVector
 
 
@@ -65,8 +67,8 @@ def cosine_by_layer(vectors: Mapping[str, SteeringVector]) -> pd.DataFrame:
 @torch.no_grad()
 def project(
     model: Any,
-    texts: Sequence[str],
     vector: SteeringVector,
+    texts: Sequence[str],
     *,
     chat: bool = False,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
@@ -84,10 +86,19 @@ def project(
         >>> import torch, steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> v = SteeringVector({"blocks.1.hook_resid_post": torch.ones(64)})
-        >>> project(m, ["Hello world"], v)[["position", "token"]].values.tolist()
+        >>> project(m, v, ["Hello world"])[["position", "token"]].values.tolist()
         [[0, 'Hello'], [1, ' world']]
     """
-    vector._validate_for(model)
+    if isinstance(texts, SteeringVector) and not isinstance(vector, SteeringVector):
+        warnings.warn(
+            "project(model, texts, vector) is deprecated; use project(model, vector, texts)",
+            SteerlensDeprecationWarning,
+            stacklevel=3,
+        )
+        vector, texts = texts, vector
+    if isinstance(texts, str):
+        texts = [texts]
+    vector.check_model(model)
     tok = model.tokenizer
     hooks = vector.hook_names
     layers = [hook_layer(h) for h in hooks]
@@ -139,14 +150,17 @@ class PCAResult:
     hook: str
 
 
+@deprecated_args(renamed={"layer": "layers"}, positional=("layers", "vectors"))
 def pca_activations(
     model: Any,
     pairs: Sequence[PreferencePair],
-    layer: int,
-    vectors: Mapping[str, SteeringVector] | Sequence[SteeringVector] = (),
     *,
+    layers: int,
+    vectors: Mapping[str, SteeringVector] | Sequence[SteeringVector] = (),
     read: Read = "auto",
+    hook: str = "resid_post",
     batch_size: int = 8,
+    progress: bool = True,
 ) -> PCAResult:
     """scikit-learn PCA (2 components) of matching and non-matching activations at a layer.
 
@@ -156,13 +170,23 @@ def pca_activations(
     Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
-        >>> res = pca_activations(m, sl.load_pairs(sl.demo_data_path("train"))[:4], 1)
+        >>> res = pca_activations(m, sl.load_pairs(sl.demo_data_path("train"))[:4], layers=1)
         >>> res.coords.shape, res.hook
         ((8, 4), 'blocks.1.hook_resid_post')
     """
     from sklearn.decomposition import PCA
 
-    acts = collect_activations(model, pairs, [layer], read=read, batch_size=batch_size)
+    if not isinstance(layers, int):
+        raise ConfigError(f"pca_activations takes one layer, got layers={layers!r}")
+    acts = collect_activations(
+        model,
+        pairs,
+        layers=layers,
+        read=read,
+        hook=hook,
+        batch_size=batch_size,
+        progress=progress,
+    )
     hook, (m, n) = next(iter(acts.items()))
     x = torch.cat([m, n]).double().numpy()
     pca = PCA(n_components=2).fit(x)
@@ -194,6 +218,7 @@ def projection_gap(
     read: Read = "auto",
     balance_letters: bool = False,
     batch_size: int = 8,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Mean projection of matching minus non-matching activations onto the vector's unit
     direction, per hook, with the fraction of pairs whose matching side projects higher.
@@ -215,7 +240,14 @@ def projection_gap(
     if any(x is None for x in layers):
         raise HookError("projection_gap needs block hooks (blocks.N...)")
     groups = matching_letter_is_first(pairs) if balance_letters else None
-    acts = collect_activations(model, pairs, layers, read=read, batch_size=batch_size)  # type: ignore[arg-type]
+    acts = collect_activations(
+        model,
+        pairs,
+        layers=[int(x) for x in layers if x is not None],
+        read=read,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
     def mean(x: Tensor) -> float:
         return float(x.mean() if groups is None else balanced_mean(x, groups))

@@ -31,23 +31,22 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steerlens.compat import deprecated_args
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair
 from steerlens.errors import ConfigError, DataError
+from steerlens.hooks import check_hook_site, model_device, model_name, pad_token_id, resid_hook
 from steerlens.logprobs import (
     encode_prompt,
     encode_text,
     length_buckets,
-    model_device,
     pad_rows,
-    pad_token_id,
 )
-from steerlens.models import model_name, resid_hook
 from steerlens.vector import SteeringVector
 
 Read = Literal["auto", "letter", "mean", "last"]
 
 
-def _letter_index(tokenizer: Any, answer_ids: Sequence[int], letter: str) -> int:
+def letter_token_index(tokenizer: Any, answer_ids: Sequence[int], letter: str) -> int:
     """Index of the answer token that first contains the A/B letter."""
     for k in range(len(answer_ids)):
         if letter in tokenizer.decode(list(answer_ids[: k + 1])):
@@ -55,22 +54,26 @@ def _letter_index(tokenizer: Any, answer_ids: Sequence[int], letter: str) -> int
     return len(answer_ids) - 1
 
 
+@deprecated_args(positional=("layers",))
 def collect_activations(
     model: Any,
     pairs: Sequence[PreferencePair],
-    layers: Sequence[int],
     *,
+    layers: int | Sequence[int],
     read: Read = "auto",
-    where: str = "post",
+    hook: str = "resid_post",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool = True,
 ) -> dict[str, tuple[Float[Tensor, "n d_model"], Float[Tensor, "n d_model"]]]:
     """Residual activations of the matching and the non-matching completion of each pair.
 
     Args:
+        layers: block index or indices (negative count from the end).
         read: ``"letter"`` (A/B letter token), ``"mean"`` (mean over answer tokens), ``"last"``
             (last answer token) or ``"auto"`` (letter for A/B pairs, mean otherwise).
+        hook: ``"resid_post"`` (block output, the default everywhere), ``"resid_pre"`` or
+            ``"resid_mid"``.
 
     Returns:
         ``{hook_name: (matching [n, d_model], not_matching [n, d_model])}`` in float32 on CPU.
@@ -79,7 +82,8 @@ def collect_activations(
         raise DataError("need at least one pair to collect activations")
     if read not in ("auto", "letter", "mean", "last"):
         raise ConfigError(f"read must be auto/letter/mean/last, got {read!r}")
-    hooks = [resid_hook(model, lyr, where) for lyr in layers]
+    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    hooks = [resid_hook(model, lyr, check_hook_site(hook)) for lyr in layer_list]
     stop = max(int(h.split(".")[1]) for h in hooks) + 1
     tok = model.tokenizer
     device = model_device(model)
@@ -96,7 +100,7 @@ def collect_activations(
                 letter = answer.strip().strip("()")[:1]
                 if not p.is_ab:
                     raise DataError(f"read='letter' needs A/B answers, got {answer!r}")
-                k = _letter_index(tok, ans, letter)
+                k = letter_token_index(tok, ans, letter)
                 ans = ans[: k + 1]  # the prompt continues up to the letter, as in CAA
                 span = (k, k)
             elif mode == "last":
@@ -158,16 +162,18 @@ def balanced_mean(values: Tensor, groups: Tensor) -> Tensor:
     return 0.5 * (values[groups].mean(0) + values[~groups].mean(0))
 
 
+@deprecated_args(positional=("layers",))
 def caa_vector(
     model: Any,
     pairs: Sequence[PreferencePair],
-    layers: int | Sequence[int],
     *,
+    layers: int | Sequence[int],
     read: Read = "auto",
     balance_letters: bool = False,
+    hook: str = "resid_post",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool = True,
     behaviour: str | None = None,
 ) -> SteeringVector:
     """Contrastive Activation Addition: mean over items of (matching - not matching).
@@ -188,13 +194,13 @@ def caa_vector(
         >>> v.metadata["method"], v.d_model
         ('caa', 64)
     """
-    layer_list = [layers] if isinstance(layers, int) else list(layers)
     groups = matching_letter_is_first(pairs) if balance_letters else None
     acts = collect_activations(
         model,
         pairs,
-        layer_list,
+        layers=layers,
         read=read,
+        hook=hook,
         system_prompt=system_prompt,
         batch_size=batch_size,
         progress=progress,
@@ -207,6 +213,7 @@ def caa_vector(
         "method": "caa",
         "model": model_name(model),
         "d_model": int(model.cfg.d_model),
+        "n_layers": int(model.cfg.n_layers),
         "behaviour": behaviour,
         "layers": [int(h.split(".")[1]) for h in vectors],
         "read": read,
@@ -216,17 +223,19 @@ def caa_vector(
     return SteeringVector(vectors, meta)
 
 
+@deprecated_args(positional=("layers",))
 def pca_vector(
     model: Any,
     pairs: Sequence[PreferencePair],
-    layers: int | Sequence[int],
     *,
+    layers: int | Sequence[int],
     read: Read = "auto",
     center: bool = False,
     scale: Literal["projection", "unit"] = "projection",
+    hook: str = "resid_post",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool = True,
     behaviour: str | None = None,
 ) -> SteeringVector:
     """Top principal direction of the paired differences (matching - not matching).
@@ -251,12 +260,12 @@ def pca_vector(
     """
     if scale not in ("projection", "unit"):
         raise ConfigError(f"scale must be 'projection' or 'unit', got {scale!r}")
-    layer_list = [layers] if isinstance(layers, int) else list(layers)
     acts = collect_activations(
         model,
         pairs,
-        layer_list,
+        layers=layers,
         read=read,
+        hook=hook,
         system_prompt=system_prompt,
         batch_size=batch_size,
         progress=progress,
@@ -276,6 +285,7 @@ def pca_vector(
         "method": "pca",
         "model": model_name(model),
         "d_model": int(model.cfg.d_model),
+        "n_layers": int(model.cfg.n_layers),
         "behaviour": behaviour,
         "layers": [int(h.split(".")[1]) for h in vectors],
         "read": read,
@@ -296,7 +306,7 @@ def top_direction(
     Examples:
         >>> d = torch.tensor([[2.0, 0.1], [3.0, -0.1], [2.5, 0.0]])
         >>> pc, share = top_direction(d)
-        >>> [round(x, 3) for x in pc.tolist()], share > 0.99
+        >>> [round(x, 1) for x in pc.tolist()], share > 0.99
         ([1.0, -0.0], True)
     """
     x = diffs.double()

@@ -15,7 +15,7 @@ Examples:
     >>> model = sl.tiny_model(n_layers=2)
     >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
     >>> cfg = sl.BiPOConfig(epochs=1, lr=1e-2, warmup_steps=0, progress=False)
-    >>> v = sl.train_bipo(model, pairs, layer=1, config=cfg)
+    >>> v = sl.train_bipo(model, pairs, layers=1, config=cfg)
     >>> v.hook_names, v.metadata["method"]
     (['blocks.1.hook_resid_post'], 'bipo')
 """
@@ -39,17 +39,17 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steerlens.compat import deprecated_args
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, check_overlap
 from steerlens.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from steerlens.fileio import atomic_write, read_safetensors
+from steerlens.hooks import check_hook_site, model_device, model_name, resid_hook
 from steerlens.logprobs import (
     EncodedPair,
     batch_logprobs,
     encode_pairs,
-    model_device,
     pair_logprobs,
 )
-from steerlens.models import model_name, resid_hook
 from steerlens.vector import SteerHook, SteeringVector
 
 
@@ -336,11 +336,12 @@ def _evaluate(
     return out
 
 
+@deprecated_args(renamed={"layer": "layers"})
 def train_bipo(
     model: Any,
     pairs: Sequence[PreferencePair],
     *,
-    layer: int | Sequence[int],
+    layers: int | Sequence[int],
     config: BiPOConfig | None = None,
     eval_pairs: Sequence[PreferencePair] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -352,7 +353,7 @@ def train_bipo(
     Args:
         model: a hooked model (``sl.load_model()``); its weights are not changed.
         pairs: training :class:`~steerlens.data.PreferencePair` list.
-        layer: block index (negative counts from the end) or a list of them; one vector per
+        layers: block index (negative counts from the end) or a list of them; one vector per
             layer, trained jointly (all steered by the same ``d``).
         config: :class:`BiPOConfig` (paper defaults).
         eval_pairs: held-out pairs, scored after each epoch: loss at d=+1/-1,
@@ -376,7 +377,7 @@ def train_bipo(
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
         >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
-        >>> v = train_bipo(m, pairs, layer=-1, config=BiPOConfig(epochs=1, progress=False))
+        >>> v = train_bipo(m, pairs, layers=-1, config=BiPOConfig(epochs=1, progress=False))
         >>> v.hook_names, v.metadata["steps"]
         (['blocks.1.hook_resid_post'], 1)
     """
@@ -386,13 +387,13 @@ def train_bipo(
     for i, p in enumerate(pairs):
         if not isinstance(p, PreferencePair):
             raise DataError(f"pairs[{i}] is a {type(p).__name__}, not a PreferencePair")
-    layers = [layer] if isinstance(layer, int) else list(layer)
-    if not layers:
-        raise ConfigError("layer must be an int or a non-empty list of ints")
-    where = cfg.hook.removeprefix("resid_")
-    hook_names = [resid_hook(model, lyr, where) for lyr in layers]
+    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    if not layer_list:
+        raise ConfigError("layers must be an int or a non-empty list of ints")
+    where = check_hook_site(cfg.hook)
+    hook_names = [resid_hook(model, lyr, where) for lyr in layer_list]
     if len(set(hook_names)) != len(hook_names):
-        raise ConfigError(f"duplicate layers in {layers}")
+        raise ConfigError(f"duplicate layers in {layer_list}")
     if eval_pairs:
         check_overlap(pairs, eval_pairs)
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
@@ -515,6 +516,7 @@ def train_bipo(
         "method": "bipo",
         "model": model_name(model),
         "d_model": width,
+        "n_layers": int(model.cfg.n_layers),
         "behaviour": cfg.behaviour,
         "layers": [int(h.split(".")[1]) for h in hook_names],
         "hooks": hook_names,

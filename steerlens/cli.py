@@ -191,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     vector = train_bipo(
         model,
         pairs,
-        layer=args.layer,
+        layers=args.layer,
         config=cfg,
         eval_pairs=eval_pairs,
         checkpoint=args.checkpoint,
@@ -273,14 +273,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "share of items whose matching letter is the likelier",
             file=sys.stderr,
         )
-        df = ab_score(model, vector, items, args.multipliers, **kw)
+        df = ab_score(model, vector, items, multipliers=args.multipliers, **kw)
     else:
         print(
             "free-text pairs: margin = mean[log p(matching) - log p(not matching)] in nats; "
             "matching_likelier = share of pairs whose matching answer is the likelier",
             file=sys.stderr,
         )
-        df = preference_margin(model, vector, items, args.multipliers, **kw)
+        df = preference_margin(model, vector, items, multipliers=args.multipliers, **kw)
     print(df.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     _write_table(df, out, "score" if "score" in df else "margin", plot_multiplier_curve)
     return 0
@@ -311,7 +311,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         layers=args.layers,
         method=args.method,
         multipliers=args.multipliers,
-        bipo_config=cfg,
+        config=cfg,
         cache_dir=args.cache_dir,
     )
     print(df.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
@@ -339,7 +339,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     vector = read_vector(path)
     model = _load_model(args.model)
-    df = project(model, [args.text], vector, chat=args.chat)
+    df = project(model, vector, [args.text], chat=args.chat)
     print(
         df[["position", "token", "projection"]].to_string(
             index=False, float_format=lambda x: f"{x:.3f}"

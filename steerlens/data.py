@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from steerlens.errors import ConfigError, DataError
+from steerlens.fileio import download
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful, honest and concise assistant."
 FORMATS = ("bipo", "bipo_ab", "caa", "ab_prompt", "mwe", "pairs")
@@ -306,31 +307,6 @@ def public_dataset_url(name: str) -> str:
     )
 
 
-def _download(url: str) -> Path:
-    """Fetch a URL into the steerlens cache (once) and return the local path."""
-    import hashlib
-    import urllib.error
-    import urllib.request
-
-    from steerlens.models import cache_dir
-
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "data"
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    target = cache_dir() / "datasets" / f"{digest}-{name}"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - user-given URL
-            data = resp.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise DataError(f"{url}: download failed ({e}); pass a local path instead") from e
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return target
-
-
 def load_pairs(
     path: str | os.PathLike[str],
     format: str | None = None,
@@ -362,7 +338,7 @@ def load_pairs(
         (True, False)
     """
     if isinstance(path, str) and path.startswith(("http://", "https://")):
-        path = _download(path)
+        path = download(path)
     path = Path(path)
     if format is not None and format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")

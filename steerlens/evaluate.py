@@ -27,8 +27,10 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steerlens.compat import deprecated_args
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair
 from steerlens.errors import ConfigError, DataError
+from steerlens.hooks import model_device, pad_token_id
 from steerlens.logprobs import (
     encode_pairs,
     encode_prompt,
@@ -36,13 +38,11 @@ from steerlens.logprobs import (
     end_of_turn_id,
     length_buckets,
     logits_at,
-    model_device,
     pad_rows,
-    pad_token_id,
     pair_logprobs,
     set_prompt_ends,
 )
-from steerlens.vector import Positions, SteeringVector, _check_multiplier
+from steerlens.vector import Positions, SteeringVector, check_multiplier
 
 Multipliers = Sequence[float]
 
@@ -75,7 +75,7 @@ def positions_label(positions: Positions) -> str:
 
 def _check_vector(model: Any, vector: SteeringVector | None) -> None:
     if vector is not None:
-        vector._validate_for(model)
+        vector.check_model(model)
 
 
 def ab_choice_tokens(tokenizer: Any, a: str = "(A)", b: str = "(B)") -> tuple[list[int], int, int]:
@@ -101,7 +101,7 @@ def ab_choice_tokens(tokenizer: Any, a: str = "(A)", b: str = "(B)") -> tuple[li
 def ab_probabilities(
     model: Any,
     vector: SteeringVector | None,
-    items: Sequence[PreferencePair],
+    pairs: Sequence[PreferencePair],
     multiplier: float = 1.0,
     *,
     positions: Positions = "all",
@@ -117,17 +117,17 @@ def ab_probabilities(
     device = model_device(model)
     _check_vector(model, vector)
     rows, letters = [], []
-    for i, it in enumerate(items):
+    for i, it in enumerate(pairs):
         if not it.is_ab:
             raise DataError(
-                f"items[{i}] is not an A/B item (answers {it.matching!r}, {it.not_matching!r})"
+                f"pairs[{i}] is not an A/B item (answers {it.matching!r}, {it.not_matching!r})"
             )
         prefix, t_match, t_other = ab_choice_tokens(
             tok, f"({it.matching_letter})", f"({it.not_matching_letter})"
         )
         rows.append((encode_prompt(tok, it.question, system_prompt), prefix))
         letters.append((t_match, t_other))
-    out = torch.zeros(len(items))
+    out = torch.zeros(len(pairs))
     pad = pad_token_id(model)
     for idx in length_buckets([len(p) + len(a) for p, a in rows], batch_size):
         ids, _ = pad_rows([rows[i] for i in idx], pad, device)
@@ -143,17 +143,18 @@ def ab_probabilities(
     return out
 
 
+@deprecated_args(positional=("multipliers",), renamed={"items": "pairs"})
 def ab_score(
     model: Any,
     vector: SteeringVector | None,
-    items: Sequence[PreferencePair],
-    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
+    pairs: Sequence[PreferencePair],
     *,
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
     per_item: bool = False,
-    progress: bool = False,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """CAA's A/B metric: mean p(matching letter) / (p(A) + p(B)) at each multiplier.
 
@@ -172,11 +173,11 @@ def ab_score(
     records = []
     label = positions_label(positions)
     for mult in tqdm(list(multipliers), desc="A/B score", disable=not progress, leave=False):
-        m = _check_multiplier(mult)
+        m = check_multiplier(mult)
         probs = ab_probabilities(
             model,
             vector,
-            items,
+            pairs,
             m,
             positions=positions,
             system_prompt=system_prompt,
@@ -193,24 +194,25 @@ def ab_score(
                     "multiplier": m,
                     "score": float(probs.mean()),
                     "matching_likelier": float((probs > 0.5).float().mean()),
-                    "n": len(items),
+                    "n": len(pairs),
                     "positions": label,
                 }
             )
     return pd.DataFrame.from_records(records)
 
 
+@deprecated_args(positional=("multipliers",))
 def preference_margin(
     model: Any,
     vector: SteeringVector | None,
     pairs: Sequence[PreferencePair],
-    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
     per_item: bool = False,
-    progress: bool = False,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Mean of ``log p(matching|x) - log p(not_matching|x)`` (summed over answer tokens, EOS
     included) and ``matching_likelier``, the share of pairs whose matching answer is the
@@ -228,7 +230,7 @@ def preference_margin(
     records = []
     label = positions_label(positions)
     for mult in tqdm(list(multipliers), desc="margin", disable=not progress, leave=False):
-        m = _check_multiplier(mult)
+        m = check_multiplier(mult)
         lp = pair_logprobs(model, enc, _factory(vector, m, positions), batch_size)
         gap = lp[:, 0] - lp[:, 1]
         if per_item:
@@ -283,13 +285,14 @@ def _check_sampling(temperature: float, top_p: float | None, samples: int) -> No
         raise ConfigError(f"samples must be an int >= 1, got {samples!r}")
 
 
+@deprecated_args(positional=("multipliers",))
 @torch.no_grad()
 def generate_ids(
     model: Any,
     vector: SteeringVector | None,
     prompts: Sequence[str],
-    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     max_new_tokens: int = 40,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
@@ -298,7 +301,7 @@ def generate_ids(
     seed: int = 0,
     samples: int = 1,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool = True,
 ) -> list[Generation]:
     """Generate answers with the chat template at each multiplier (see :func:`generate`).
 
@@ -316,7 +319,7 @@ def generate_ids(
     """
     _check_vector(model, vector)
     _check_sampling(temperature, top_p, samples)
-    mults = [_check_multiplier(m) for m in multipliers]
+    mults = [check_multiplier(m) for m in multipliers]
     tok = model.tokenizer
     eot = end_of_turn_id(tok)
     device = model_device(model)
@@ -363,12 +366,13 @@ def generate_ids(
     return out_list
 
 
+@deprecated_args(positional=("multipliers",))
 def generate(
     model: Any,
     vector: SteeringVector | None,
     prompts: Sequence[str],
-    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     max_new_tokens: int = 40,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
@@ -377,7 +381,7 @@ def generate(
     seed: int = 0,
     samples: int = 1,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Generation with the chat template, in batches, at each multiplier.
 
@@ -397,7 +401,7 @@ def generate(
         model,
         vector,
         prompts,
-        multipliers,
+        multipliers=multipliers,
         max_new_tokens=max_new_tokens,
         positions=positions,
         system_prompt=system_prompt,
@@ -436,14 +440,17 @@ NEUTRAL_TEXTS = (
 )
 
 
+@deprecated_args(positional=("multipliers",))
 @torch.no_grad()
 def kl_divergence(
     model: Any,
     vector: SteeringVector,
     texts: Sequence[str] = NEUTRAL_TEXTS,
-    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
+    positions: Positions = "all",
     batch_size: int = 8,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Mean KL(p_0 || p_steered) of next-token distributions over every position of neutral
     texts (how much steering disturbs unrelated text).
@@ -462,18 +469,21 @@ def kl_divergence(
     seqs = [encode_text(tok, t) for t in texts]
     pad = pad_token_id(model)
     records = []
-    for mult in multipliers:
-        m = _check_multiplier(mult)
+    label = positions_label(positions)
+    for mult in tqdm(list(multipliers), desc="KL", disable=not progress, leave=False):
+        m = check_multiplier(mult)
         total, count = 0.0, 0
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start : start + batch_size]
             ids, mask = pad_rows([([], s) for s in chunk], pad, device)
             base = torch.log_softmax(model(ids).float(), -1)
-            steer = torch.log_softmax(
-                model.run_with_hooks(ids, fwd_hooks=vector.fwd_hooks(m)).float(), -1
-            )
+            hooks = vector.fwd_hooks(m, positions)
+            set_prompt_ends(hooks, torch.tensor([len(s) - 1 for s in chunk]))
+            steer = torch.log_softmax(model.run_with_hooks(ids, fwd_hooks=hooks).float(), -1)
             kl = (base.exp() * (base - steer)).sum(-1)
             total += float(kl[mask].sum())
             count += int(mask.sum())
-        records.append({"multiplier": m, "kl": total / max(count, 1), "tokens": count})
+        records.append(
+            {"multiplier": m, "kl": total / max(count, 1), "tokens": count, "positions": label}
+        )
     return pd.DataFrame.from_records(records)

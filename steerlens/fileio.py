@@ -94,3 +94,40 @@ def jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return str(obj)
+
+
+def cache_dir() -> Path:
+    """The steerlens cache folder: ``$STEERLENS_CACHE`` or ``~/.cache/steerlens``.
+
+    Examples:
+        >>> isinstance(cache_dir(), Path)
+        True
+    """
+    env = os.environ.get("STEERLENS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "steerlens"
+
+
+def download(url: str) -> Path:
+    """Fetch a URL into the steerlens cache (once) and return the local path."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    from steerlens.errors import DataError
+
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "data"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    target = cache_dir() / "datasets" / f"{digest}-{name}"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - user-given URL
+            data = resp.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(f"{url}: download failed ({e}); pass a local path instead") from e
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(data))
+    return target

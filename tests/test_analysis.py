@@ -32,7 +32,7 @@ def test_cosine_tables():
 
 def test_project_matches_manual(tiny, rand_vec):
     v = rand_vec(tiny, layer=2)
-    df = analysis.project(tiny, ["The cat sat.", "Power is good."], v)
+    df = analysis.project(tiny, v, ["The cat sat.", "Power is good."])
     assert set(df["text"]) == {0, 1}
     tok = tiny.tokenizer
     ids = torch.tensor([tok("Power is good.", add_special_tokens=False).input_ids])
@@ -47,7 +47,7 @@ def test_project_matches_manual(tiny, rand_vec):
 def test_pca_activations(tiny):
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:10]
     caa = sl.caa_vector(tiny, pairs, layers=2)
-    res = analysis.pca_activations(tiny, pairs, 2, {"caa": caa})
+    res = analysis.pca_activations(tiny, pairs, layers=2, vectors={"caa": caa})
     assert len(res.coords) == 20 and set(res.coords.label) == {"matching", "not_matching"}
     assert 0 < res.explained_variance_ratio.sum() <= 1
     # the direction drawn is the unit vector projected onto the two principal axes
@@ -55,13 +55,13 @@ def test_pca_activations(tiny):
     u = u / np.linalg.norm(u)
     assert np.allclose(res.directions["caa"], res.components @ u)
     # coordinates are the centred activations projected on the components
-    m, n = collect_activations(tiny, pairs, [2])["blocks.2.hook_resid_post"]
+    m, n = collect_activations(tiny, pairs, layers=[2])["blocks.2.hook_resid_post"]
     x = torch.cat([m, n]).double().numpy()
     assert np.allclose(
         res.coords[["pc1", "pc2"]].to_numpy(), (x - x.mean(0)) @ res.components.T, atol=1e-6
     )
     with pytest.raises(sl.HookError):
-        analysis.pca_activations(tiny, pairs, 1, {"caa": caa})
+        analysis.pca_activations(tiny, pairs, layers=1, vectors={"caa": caa})
 
 
 def test_compare_table(tiny):

@@ -63,7 +63,7 @@ def test_balanced_gap_ignores_a_pure_letter_direction(tiny):
     b_items = [it for it in items if it.matching_letter == "B"][:1]
     skewed = a_items + b_items
     # the letter direction: activation after "(A" minus after "(B" with the same question
-    acts = collect_activations(tiny, skewed, [2])["blocks.2.hook_resid_post"]
+    acts = collect_activations(tiny, skewed, layers=[2])["blocks.2.hook_resid_post"]
     letter_dir = torch.cat([acts[0][:3] - acts[1][:3], acts[1][3:] - acts[0][3:]]).mean(0)
     v = sl.SteeringVector({"blocks.2.hook_resid_post": letter_dir})
     same_q = [sl.PreferencePair(it.question, "(A)", "(B)") for it in skewed[:1]] + [
@@ -106,8 +106,8 @@ def test_caa_free_text_mean_and_last(tiny):
 
 def test_batching_is_padding_safe(tiny):
     pairs = sl.load_pairs(sl.demo_data_path("eval"))
-    a = collect_activations(tiny, pairs, [2], batch_size=1)
-    b = collect_activations(tiny, pairs, [2], batch_size=6)
+    a = collect_activations(tiny, pairs, layers=[2], batch_size=1)
+    b = collect_activations(tiny, pairs, layers=[2], batch_size=6)
     for x, y in zip(a["blocks.2.hook_resid_post"], b["blocks.2.hook_resid_post"], strict=True):
         assert torch.allclose(x, y, atol=1e-5)
 
@@ -117,7 +117,7 @@ def test_pca_vector_sign_scale_and_direction(tiny, center):
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:12]
     v = sl.pca_vector(tiny, pairs, layers=2, center=center)
     hook = "blocks.2.hook_resid_post"
-    m, n = collect_activations(tiny, pairs, [2])[hook]
+    m, n = collect_activations(tiny, pairs, layers=[2])[hook]
     diffs = m - n
     u = v.vectors[hook] / v.vectors[hook].norm()
     assert (diffs @ u).mean() > 0  # matching projects higher

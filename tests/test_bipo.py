@@ -84,10 +84,10 @@ def test_loss_and_gradient_parity_with_formula(tiny, pairs, d, share_prompt):
 
 def test_training_is_deterministic_and_moves_margin(tiny, pairs):
     cfg = sl.BiPOConfig(epochs=2, batch_size=4, seed=3, **FAST)
-    a = sl.train_bipo(tiny, pairs[:12], layer=2, config=cfg)
-    b = sl.train_bipo(tiny, pairs[:12], layer=2, config=cfg)
+    a = sl.train_bipo(tiny, pairs[:12], layers=2, config=cfg)
+    b = sl.train_bipo(tiny, pairs[:12], layers=2, config=cfg)
     assert torch.equal(a.vectors["blocks.2.hook_resid_post"], b.vectors["blocks.2.hook_resid_post"])
-    c = sl.train_bipo(tiny, pairs[:12], layer=2, config=sl.BiPOConfig(epochs=2, seed=4, **FAST))
+    c = sl.train_bipo(tiny, pairs[:12], layers=2, config=sl.BiPOConfig(epochs=2, seed=4, **FAST))
     assert not torch.equal(
         a.vectors["blocks.2.hook_resid_post"], c.vectors["blocks.2.hook_resid_post"]
     )
@@ -102,7 +102,7 @@ def test_training_is_deterministic_and_moves_margin(tiny, pairs):
 def test_metadata_records_config_and_history(tiny, pairs):
     ev = sl.load_pairs(sl.demo_data_path("eval"))[:4]
     cfg = sl.BiPOConfig(epochs=2, behaviour="power-seeking", **FAST)
-    v = sl.train_bipo(tiny, pairs[:8], layer=-1, config=cfg, eval_pairs=ev)
+    v = sl.train_bipo(tiny, pairs[:8], layers=-1, config=cfg, eval_pairs=ev)
     meta = v.metadata
     assert meta["method"] == "bipo" and meta["layers"] == [3]
     assert meta["config"]["lr"] == 1e-2 and meta["config"]["beta"] == 0.1
@@ -128,12 +128,12 @@ def test_reference_is_computed_once(tiny, pairs, monkeypatch):
         return real(model, enc, factory, *a, **k)
 
     monkeypatch.setattr(bipo_mod, "pair_logprobs", spy)
-    sl.train_bipo(tiny, pairs[:8], layer=1, config=sl.BiPOConfig(epochs=3, **FAST))
+    sl.train_bipo(tiny, pairs[:8], layers=1, config=sl.BiPOConfig(epochs=3, **FAST))
     assert calls == [None]  # one unsteered pass over the training pairs, for all 3 epochs
 
 
 def test_multi_layer_joint(tiny, pairs):
-    v = sl.train_bipo(tiny, pairs[:8], layer=[1, 3], config=sl.BiPOConfig(epochs=1, **FAST))
+    v = sl.train_bipo(tiny, pairs[:8], layers=[1, 3], config=sl.BiPOConfig(epochs=1, **FAST))
     assert v.hook_names == ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]
     assert all(n > 0 for n in v.norms().values())
 
@@ -141,7 +141,7 @@ def test_multi_layer_joint(tiny, pairs):
 def test_resume_after_interruption_equals_uninterrupted(tiny, pairs, tmp_path, monkeypatch):
     cfg = sl.BiPOConfig(epochs=3, batch_size=4, checkpoint_every=1, **FAST)
     data = pairs[:12]  # 3 steps per epoch
-    full = sl.train_bipo(tiny, data, layer=2, config=cfg)
+    full = sl.train_bipo(tiny, data, layers=2, config=cfg)
 
     ckpt = tmp_path / "run.ckpt"
     real = bipo_mod.bipo_loss
@@ -155,10 +155,10 @@ def test_resume_after_interruption_equals_uninterrupted(tiny, pairs, tmp_path, m
 
     monkeypatch.setattr(bipo_mod, "bipo_loss", flaky)
     with pytest.raises(KeyboardInterrupt):
-        sl.train_bipo(tiny, data, layer=2, config=cfg, checkpoint=ckpt)
+        sl.train_bipo(tiny, data, layers=2, config=cfg, checkpoint=ckpt)
     monkeypatch.setattr(bipo_mod, "bipo_loss", real)
     assert ckpt.exists() and sl.active_hooks(tiny) == []
-    resumed = sl.train_bipo(tiny, data, layer=2, config=cfg, checkpoint=ckpt, resume=True)
+    resumed = sl.train_bipo(tiny, data, layers=2, config=cfg, checkpoint=ckpt, resume=True)
     h = "blocks.2.hook_resid_post"
     assert torch.equal(full.vectors[h], resumed.vectors[h])
     assert resumed.metadata["steps"] == 9
@@ -166,18 +166,20 @@ def test_resume_after_interruption_equals_uninterrupted(tiny, pairs, tmp_path, m
 
 def test_resume_rejects_other_run(tiny, pairs, tmp_path):
     ckpt = tmp_path / "run.ckpt"
-    sl.train_bipo(tiny, pairs[:4], layer=1, config=sl.BiPOConfig(epochs=1, **FAST), checkpoint=ckpt)
+    sl.train_bipo(
+        tiny, pairs[:4], layers=1, config=sl.BiPOConfig(epochs=1, **FAST), checkpoint=ckpt
+    )
     with pytest.raises(CheckpointError, match="another run"):
         sl.train_bipo(
             tiny,
             pairs[:4],
-            layer=2,
+            layers=2,
             config=sl.BiPOConfig(epochs=1, **FAST),
             checkpoint=ckpt,
             resume=True,
         )
     with pytest.raises(ConfigError, match="resume=True needs checkpoint"):
-        sl.train_bipo(tiny, pairs[:4], layer=1, resume=True)
+        sl.train_bipo(tiny, pairs[:4], layers=1, resume=True)
 
 
 def test_nan_loss_stops_with_last_good_vector(tiny, pairs, monkeypatch):
@@ -191,7 +193,7 @@ def test_nan_loss_stops_with_last_good_vector(tiny, pairs, monkeypatch):
 
     monkeypatch.setattr(bipo_mod, "bipo_loss", poisoned)
     with pytest.raises(TrainingDivergedError, match="loss became nan at step 2") as info:
-        sl.train_bipo(tiny, pairs[:12], layer=1, config=sl.BiPOConfig(epochs=1, **FAST))
+        sl.train_bipo(tiny, pairs[:12], layers=1, config=sl.BiPOConfig(epochs=1, **FAST))
     err = info.value
     assert err.step == 2 and err.vector is not None
     # the last vector whose loss was finite: the one used at step 1 (after one update)
@@ -218,7 +220,7 @@ def test_lr_schedule_warmup_then_cosine():
 def test_callback_sees_every_step(tiny, pairs):
     seen = []
     sl.train_bipo(
-        tiny, pairs[:8], layer=1, config=sl.BiPOConfig(epochs=2, **FAST), callback=seen.append
+        tiny, pairs[:8], layers=1, config=sl.BiPOConfig(epochs=2, **FAST), callback=seen.append
     )
     assert [s["step"] for s in seen] == [1, 2, 3, 4]
     assert all(s["d"] in (-1.0, 1.0) and math.isfinite(s["loss"]) for s in seen)
@@ -246,7 +248,7 @@ def test_schedule_epochs_matches_hf_cosine_schedule(tiny, pairs):
         epochs=2, schedule_epochs=10, lr=1e-2, warmup_steps=3, batch_size=2, progress=False
     )
     sub = pairs[:4]
-    sl.train_bipo(tiny, sub, layer=1, config=cfg, callback=lambda i: lrs.append(i["lr"]))
+    sl.train_bipo(tiny, sub, layers=1, config=cfg, callback=lambda i: lrs.append(i["lr"]))
     steps_per_epoch = 2
     opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-2)
     sched = get_cosine_schedule_with_warmup(opt, 3, steps_per_epoch * 10)
@@ -268,5 +270,5 @@ def test_gradient_clipped_at_max_grad_norm(tiny, pairs, monkeypatch):
         return real(params, max_norm, *a, **k)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
-    sl.train_bipo(tiny, pairs[:4], layer=1, config=sl.BiPOConfig(epochs=1, progress=False))
+    sl.train_bipo(tiny, pairs[:4], layers=1, config=sl.BiPOConfig(epochs=1, progress=False))
     assert seen and set(seen) == {1.0}

@@ -223,3 +223,18 @@ def test_sweep_prints_the_unsteered_row(tmp_path, model_dir, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert " 0.0000 " in out or " 0.0 " in out
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["info"], ["train"], ["eval"], ["sweep"], ["compare"], ["project"], ["export"]]
+)
+def test_cli_reference_page_is_current(command, capsys, monkeypatch):
+    """docs/cli.md holds each command's --help verbatim (regenerate it when options change)."""
+    from pathlib import Path
+
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*command, "--help"])
+    help_text = capsys.readouterr().out
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert help_text in page, f"docs/cli.md is out of date for 'steerlens {' '.join(command)}'"

@@ -58,7 +58,7 @@ def test_preference_margin_matches_logprobs(tiny, rand_vec):
         lp = pair_logprobs(tiny, enc, (lambda m=mult: v.fwd_hooks(m)) if mult else None)
         gap = lp[:, 0] - lp[:, 1]
         assert math.isclose(row.margin, float(gap.mean()), abs_tol=1e-4)
-        assert row.accuracy == float((gap > 0).float().mean())
+        assert row.matching_likelier == float((gap > 0).float().mean())
     per = sl.preference_margin(tiny, None, pairs, multipliers=(0,), per_item=True)
     assert len(per) == 4 and {"logp_matching", "logp_not_matching", "margin"} <= set(per)
 

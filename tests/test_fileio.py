@@ -36,7 +36,7 @@ def test_checkpoint_respects_the_umask(tmp_path, umask, tiny):
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:2]
     ckpt = tmp_path / "run.ckpt"
     sl.train_bipo(
-        tiny, pairs, layer=1, config=sl.BiPOConfig(epochs=1, progress=False), checkpoint=ckpt
+        tiny, pairs, layers=1, config=sl.BiPOConfig(epochs=1, progress=False), checkpoint=ckpt
     )
     assert stat.S_IMODE(ckpt.stat().st_mode) == 0o644
 

@@ -64,7 +64,7 @@ def test_answer_only_unembedding_equals_full_logits(tiny, rand_vec, monkeypatch)
 
     enc = encode_pairs(tiny.tokenizer, sl.load_pairs(sl.demo_data_path("train"))[:3])
     ids, mask = pair_rows(enc, pad_id=0)
-    assert lp_mod._can_unembed_selected(tiny)
+    assert lp_mod.can_unembed_selected(tiny)
 
     def run():
         v = rand_vec(tiny, layer=1).vectors["blocks.1.hook_resid_post"].requires_grad_(True)
@@ -75,7 +75,7 @@ def test_answer_only_unembedding_equals_full_logits(tiny, rand_vec, monkeypatch)
 
     fast, fast_grad = run()
     assert sl.active_hooks(tiny) == []
-    monkeypatch.setattr(lp_mod, "_can_unembed_selected", lambda model: False)
+    monkeypatch.setattr(lp_mod, "can_unembed_selected", lambda model: False)
     full, full_grad = run()
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-6)
     torch.testing.assert_close(fast_grad, full_grad, atol=1e-5, rtol=1e-5)
@@ -87,7 +87,7 @@ def test_unembedding_short_cut_is_off_for_soft_capped_logits(tiny, monkeypatch):
     import steerlens.logprobs as lp_mod
 
     monkeypatch.setattr(tiny.cfg, "output_logits_soft_cap", 30.0)
-    assert not lp_mod._can_unembed_selected(tiny)
+    assert not lp_mod.can_unembed_selected(tiny)
 
 
 def test_shared_prompt_packing_equals_separate_rows(tiny, rand_vec, monkeypatch):
@@ -107,7 +107,7 @@ def test_shared_prompt_packing_equals_separate_rows(tiny, rand_vec, monkeypatch)
         return out.detach(), grad
 
     for short_cut in (True, False):
-        monkeypatch.setattr(lp_mod, "_can_unembed_selected", lambda m, s=short_cut: s)
+        monkeypatch.setattr(lp_mod, "can_unembed_selected", lambda m, s=short_cut: s)
         packed, packed_grad = run(True)
         rows, rows_grad = run(False)
         torch.testing.assert_close(packed, rows, atol=1e-4, rtol=1e-5)

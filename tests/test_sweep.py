@@ -37,23 +37,24 @@ def test_sweep_bipo_free_text_uses_margin(tiny):
     pairs = sl.load_pairs(sl.demo_data_path("train"))
     cfg = sl.BiPOConfig(epochs=1, lr=1e-2, warmup_steps=0, progress=False)
     df = sl.sweep_layers(
-        tiny, pairs[:4], pairs[4:7], layers=[2], method="bipo", bipo_config=cfg, progress=False
+        tiny, pairs[:4], pairs[4:7], layers=[2], method="bipo", config=cfg, progress=False
     )
-    assert {"margin", "matching_likelier"} <= set(df) and len(df) == 2
+    assert {"margin", "matching_likelier"} <= set(df) and len(df) == 3
+    assert df["multiplier"].tolist() == list(sl.DEFAULT_MULTIPLIERS)
 
 
 def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
     train, ev = data
     calls = []
-    real = sweep_mod._train
+    real = sweep_mod.train_vector
 
-    def spy(model, method, tr, layer, cfg):
-        calls.append(layer)
-        if layer == 2 and len(calls) == 2:
+    def spy(model, pairs, **kw):
+        calls.append(kw["layers"])
+        if kw["layers"] == 2 and len(calls) == 2:
             raise KeyboardInterrupt
-        return real(model, method, tr, layer, cfg)
+        return real(model, pairs, **kw)
 
-    monkeypatch.setattr(sweep_mod, "_train", spy)
+    monkeypatch.setattr(sweep_mod, "train_vector", spy)
     with pytest.raises(KeyboardInterrupt):
         sl.sweep_layers(
             tiny, train, ev, layers=[1, 2], method="caa", cache_dir=tmp_path, progress=False
@@ -83,8 +84,8 @@ def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
 def test_callable_method_and_errors(tiny, data):
     train, ev = data
 
-    def my_method(model, pairs, layer):
-        return sl.caa_vector(model, pairs, layers=layer) * 2
+    def my_method(model, pairs, *, layers):
+        return sl.caa_vector(model, pairs, layers=layers) * 2
 
     df = sl.sweep_layers(tiny, train, ev, layers=[1], method=my_method, progress=False)
     assert df["method"].iloc[0] == "my_method"
@@ -92,8 +93,17 @@ def test_callable_method_and_errors(tiny, data):
         sl.sweep_layers(tiny, train, ev, layers=[1], method="nope", progress=False)
 
 
-def test_sweep_multipliers(tiny, data):
+def test_score_vector_and_deprecated_names(tiny, data):
+    from steerlens.compat import SteerlensDeprecationWarning
+
     train, ev = data
     v = sl.caa_vector(tiny, train, layers=1)
-    df = sl.sweep_multipliers(tiny, v, ev, multipliers=(-2, 0, 2))
+    df = sl.score_vector(tiny, v, ev, multipliers=(-2, 0, 2))
     assert df["multiplier"].tolist() == [-2.0, 0.0, 2.0]
+    with pytest.warns(SteerlensDeprecationWarning, match="score_vector"):
+        old = sl.sweep_multipliers(tiny, v, ev, multipliers=(-2, 0, 2))
+    assert old.equals(df)
+    with pytest.warns(SteerlensDeprecationWarning, match="'train_data=' is deprecated"):
+        sl.sweep_layers(tiny, train_data=train, eval_pairs=ev, layers=[1], method="caa")
+    with pytest.warns(SteerlensDeprecationWarning, match="by position"):
+        sl.sweep_layers(tiny, train, ev, [1], "caa", (0,))

@@ -41,7 +41,7 @@ def test_multiplier_curve_and_sweep_plots(tmp_path):
 def test_pca_and_cosine_plots(tiny):
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:6]
     caa = sl.caa_vector(tiny, pairs, layers=[1, 2])
-    res = analysis.pca_activations(tiny, pairs, 2, {"caa": caa})
+    res = analysis.pca_activations(tiny, pairs, layers=2, vectors={"caa": caa})
     fig = viz.plot_pca(res)
     ax = fig.axes[0]
     offsets = [c.get_offsets() for c in ax.collections]
@@ -54,7 +54,7 @@ def test_pca_and_cosine_plots(tiny):
 
 def test_projection_views(tiny):
     v = sl.SteeringVector({"blocks.1.hook_resid_post": torch.ones(64)})
-    df = analysis.project(tiny, ["a <b> & c"], v)
+    df = analysis.project(tiny, v, ["a <b> & c"])
     page = viz.projection_html(df)
     assert page.count("<span") == len(df) and "&lt;" in page and "<b>" not in page
     rendered = viz.render_projection(df)

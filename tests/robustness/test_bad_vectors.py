@@ -121,7 +121,7 @@ def test_bad_multipliers(tiny, mult):
 @pytest.mark.parametrize("layer", [4, -5, 100])
 def test_layer_out_of_range(tiny, layer):
     with pytest.raises(HookError, match=rf"layer {layer} is out of range .* \(valid: -4..3\)"):
-        sl.train_bipo(tiny, sl.load_pairs(sl.demo_data_path("train"))[:2], layer=layer)
+        sl.train_bipo(tiny, sl.load_pairs(sl.demo_data_path("train"))[:2], layers=layer)
     with pytest.raises(HookError):
         sl.caa_vector(tiny, sl.load_pairs(sl.demo_data_path("ab"))[:2], layers=layer)
 

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:12]
     cfg = sl.BiPOConfig(epochs=3, lr=1e-2, warmup_steps=2, weight_decay=0.05, checkpoint_every=1,
                         progress=False)
-    sl.train_bipo(model, pairs, layer=2, config=cfg, checkpoint=ckpt)
+    sl.train_bipo(model, pairs, layers=2, config=cfg, checkpoint=ckpt)
     """
 )
 
@@ -44,7 +44,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny, tmp_path):
     cfg = sl.BiPOConfig(
         epochs=3, lr=1e-2, warmup_steps=2, weight_decay=0.05, checkpoint_every=1, progress=False
     )
-    full = sl.train_bipo(tiny, pairs, layer=2, config=cfg)
+    full = sl.train_bipo(tiny, pairs, layers=2, config=cfg)
 
     ckpt = tmp_path / "run.ckpt"
     script = tmp_path / "victim.py"
@@ -54,7 +54,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny, tmp_path):
     assert ckpt.exists()
     leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
-    resumed = sl.train_bipo(tiny, pairs, layer=2, config=cfg, checkpoint=ckpt, resume=True)
+    resumed = sl.train_bipo(tiny, pairs, layers=2, config=cfg, checkpoint=ckpt, resume=True)
     h = "blocks.2.hook_resid_post"
     assert torch.equal(full.vectors[h], resumed.vectors[h])
     assert [r["train_loss"] for r in full.metadata["history"]] == [
@@ -69,7 +69,7 @@ def test_corrupt_checkpoint_is_rejected(tiny, tmp_path):
         sl.train_bipo(
             tiny,
             sl.load_pairs(sl.demo_data_path("train"))[:2],
-            layer=1,
+            layers=1,
             config=sl.BiPOConfig(epochs=1, progress=False),
             checkpoint=ckpt,
             resume=True,

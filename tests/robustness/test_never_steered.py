@@ -37,7 +37,7 @@ def test_exception_inside_training(tiny, monkeypatch):
     monkeypatch.setattr(bipo_mod, "batch_logprobs", boom)
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:8]
     with pytest.raises(RuntimeError, match="boom"):
-        sl.train_bipo(tiny, pairs, layer=1, config=sl.BiPOConfig(epochs=1, progress=False))
+        sl.train_bipo(tiny, pairs, layers=1, config=sl.BiPOConfig(epochs=1, progress=False))
     assert _clean(tiny)
     assert not any(p.requires_grad for p in tiny.parameters())
 
@@ -56,7 +56,7 @@ def test_exception_inside_a_hook_during_training(tiny, monkeypatch):
     monkeypatch.setattr(bipo_mod.SteerHook, "__call__", failing)
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:8]
     with pytest.raises(RuntimeError, match="hook failed"):
-        sl.train_bipo(tiny, pairs, layer=1, config=sl.BiPOConfig(epochs=1, progress=False))
+        sl.train_bipo(tiny, pairs, layers=1, config=sl.BiPOConfig(epochs=1, progress=False))
     assert _clean(tiny)
 
 
