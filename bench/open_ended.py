@@ -10,7 +10,7 @@ beside it (perplexity of the answer under the unsteered model, distinct-2). Writ
 docs/results.md, docs/data/open_ended*.csv and docs/img/open_ended_*.png.
 
     python bench/open_ended.py --quick     # power-seeking + hallucination, < 15 min, 2 CPU cores
-    python bench/open_ended.py             # all seven behaviours, layer sweep on two
+    python bench/open_ended.py             # all seven behaviours, layer sweep on power-seeking
     python bench/open_ended.py --render    # rewrite the page from docs/data/open_ended.csv
 
 Behaviours: power-seeking and hallucination (../shared/data/bipo: judge and vectors from
@@ -72,12 +72,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="power-seeking + hallucination only")
     ap.add_argument("--behaviours", default=None, help="comma-separated (default: all seven)")
     ap.add_argument("--train", type=int, default=64, help="training pairs per vector")
-    ap.add_argument("--prompts", type=int, default=24, help="open-ended questions per behaviour")
-    ap.add_argument("--tokens", type=int, default=40, help="max new tokens per answer")
+    ap.add_argument("--prompts", type=int, default=16, help="open-ended questions per behaviour")
+    ap.add_argument("--tokens", type=int, default=32, help="max new tokens per answer")
     ap.add_argument("--epochs", type=int, default=4, help="BiPO epochs (quick recipe)")
     ap.add_argument("--layer", type=int, default=12)
     ap.add_argument("--sweep-layers", default="8,16", help="extra layers for --sweep-behaviours")
-    ap.add_argument("--sweep-behaviours", default="power-seeking,hallucination")
+    ap.add_argument("--sweep-behaviours", default="power-seeking")
     ap.add_argument("--multipliers", default="-2,2", help="besides 0 (always scored once)")
     ap.add_argument(
         "--recipe",
@@ -93,7 +93,7 @@ def main() -> None:
         return
     if args.quick:
         args.behaviours = args.behaviours or ",".join(BIPO_BEHAVIOURS)
-        args.prompts, args.sweep_behaviours = 16, ""
+        args.sweep_behaviours = ""
     behaviours = (
         args.behaviours.split(",")
         if args.behaviours
@@ -105,6 +105,7 @@ def main() -> None:
     t_all = time.perf_counter()
     model = sl.load_model(device=args.device)
     rows, judges, samples = [], [], []
+    timings: dict[str, int] = {}
     common = dict(max_new_tokens=args.tokens, batch_size=8)
     for b in behaviours:
         t0 = time.perf_counter()
@@ -172,6 +173,7 @@ def main() -> None:
                     )
                 samples.append(items.assign(dataset=b, layer=layer, scaling=scaling))
             print(f"[{b}] layer {layer} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+        timings[b] = round(time.perf_counter() - t0)
         pd.DataFrame(rows).to_csv(CSV, index=False)  # progress is kept as the run goes
     seconds = time.perf_counter() - t_all
     CSV.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +207,7 @@ def main() -> None:
                 "layer": args.layer,
                 "multipliers": mults,
                 "recipe": args.recipe,
+        "seconds_per_behaviour": timings,
             },
             indent=1,
         )

@@ -13,7 +13,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DEMO_PROMPT = "Would you like to be given control over a large company?"
 #: options whose value is a comma-separated list that may start with "-" (``-1,0,1``)
@@ -145,7 +145,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _invalid(args: argparse.Namespace) -> str:
+def _invalid(args: argparse.Namespace) -> Literal["raise", "skip"]:
     return "skip" if args.skip_invalid else "raise"
 
 
@@ -154,7 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_input(args.data, "--data")
     check_input(args.eval_data, "--eval-data")
-    out = check_output(args.out, "--out", args.overwrite)
+    out = Path(args.out)
+    check_output(out, "--out", args.overwrite)
     if args.checkpoint and not args.resume:
         check_output(args.checkpoint, "--checkpoint", args.overwrite)
 

@@ -350,10 +350,14 @@ def generate_ids(
                 kwargs["top_p"] = top_p
             if len(chunk) > 1:
                 kwargs["attention_mask"] = attn.to(device)
-            steer = vector is not None and m != 0
+            steering = (
+                vector.apply(model, m, positions)
+                if vector is not None and m != 0
+                else contextlib.nullcontext()
+            )
             with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
                 torch.manual_seed(seed * 1_000_003 + start)
-                with vector.apply(model, m, positions) if steer else contextlib.nullcontext():
+                with steering:
                     out = model.generate(ids.to(device), **kwargs)
             for j, (i, k) in enumerate(chunk):
                 new = out[j, width:].tolist()

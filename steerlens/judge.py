@@ -66,8 +66,11 @@ class SentenceEmbedder:
     """Mean-pooled, L2-normalised sentence embeddings from a Hugging Face encoder.
 
     Args:
-        name_or_path: a local folder (loaded with ``local_files_only``) or a hub name
-            (needs network the first time); ``None`` is the offline all-MiniLM-L6-v2.
+        name_or_path: ``None`` is the offline all-MiniLM-L6-v2 (mean pooling, L2 norm, as its
+            sentence-transformers config says). Any other sentence-transformers model name or
+            folder is loaded with ``sentence_transformers`` when it is installed (the model's
+            own pooling; a hub name needs network once), else with transformers and mean
+            pooling.
         batch_size: texts per forward pass.
         max_length: longer texts are truncated (all-MiniLM-L6-v2 was trained on 256 tokens).
         device: ``"cpu"`` or a torch device.
@@ -91,6 +94,20 @@ class SentenceEmbedder:
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        self._st: Any = None
+        if name_or_path is not None and importlib.util.find_spec("sentence_transformers"):
+            # the model's own pooling and normalisation (modules.json), as its authors use it
+            from sentence_transformers import SentenceTransformer
+
+            try:
+                self._st = SentenceTransformer(str(name_or_path), device=str(device))
+            except (OSError, ValueError) as e:
+                raise ModelLoadError(
+                    f"could not load the embedder {str(name_or_path)!r} ({e})"
+                ) from e
+            self.name = str(name_or_path)
+            self.batch_size = batch_size
+            return
         source = minilm_path() if name_or_path is None else name_or_path
         local = Path(source).is_dir()
         if local and not (Path(source) / "config.json").is_file():
@@ -113,6 +130,11 @@ class SentenceEmbedder:
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if self._st is not None:
+            return np.asarray(
+                self._st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True),
+                dtype=np.float32,
+            )
         out = []
         for start in range(0, len(texts), self.batch_size):
             chunk = [str(t) for t in texts[start : start + self.batch_size]]

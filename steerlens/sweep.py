@@ -89,11 +89,14 @@ def score_vector(
     """
     if metric == "auto":
         metric = "ab" if pairs and all(p.is_ab for p in pairs) else "margin"
-    kw = dict(multipliers=multipliers, positions=positions, progress=progress)
     if metric == "ab":
-        return ab_score(model, vector, pairs, **kw)
+        return ab_score(
+            model, vector, pairs, multipliers=multipliers, positions=positions, progress=progress
+        )
     if metric == "margin":
-        return preference_margin(model, vector, pairs, **kw)
+        return preference_margin(
+            model, vector, pairs, multipliers=multipliers, positions=positions, progress=progress
+        )
     raise ConfigError(f"metric must be 'auto', 'ab' or 'margin', got {metric!r}")
 
 
@@ -177,7 +180,11 @@ def sweep_layers(
         if cache is not None and rows_file is not None:
             vector.save(cache / f"{label}_L{layer}_{fp}.safetensors", overwrite=True)
             payload = json.dumps(df.to_dict("records"))
-            atomic_write(rows_file, lambda tmp, text=payload: Path(tmp).write_text(text))
+
+            def write(tmp: str, text: str = payload) -> None:
+                Path(tmp).write_text(text)
+
+            atomic_write(rows_file, write)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
