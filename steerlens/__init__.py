@@ -7,7 +7,7 @@ Examples:
 """
 
 from steerlens import analysis, interop, viz  # noqa: E402 - sub-packages used as sl.analysis
-from steerlens.baselines import caa_vector, pca_vector
+from steerlens.baselines import caa_vector, extract_vector, pca_vector
 from steerlens.bipo import BiPOConfig, bipo_loss, train_bipo
 from steerlens.data import (
     DEFAULT_SYSTEM_PROMPT,
@@ -50,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FileExistsSteerlensError",
     "analysis",
+    "extract_vector",
     "interop",
     "score_vector",
     "train_vector",

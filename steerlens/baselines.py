@@ -23,7 +23,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -162,6 +162,122 @@ def balanced_mean(values: Tensor, groups: Tensor) -> Tensor:
     return 0.5 * (values[groups].mean(0) + values[~groups].mean(0))
 
 
+#: An aggregator turns the activations of the matching and the non-matching answers
+#: (``[n, d_model]`` each) into one direction, as in steering-vectors' aggregators.
+Aggregator = Callable[[Tensor, Tensor], Tensor]
+
+
+def mean_aggregator() -> Aggregator:
+    """CAA: the mean of the paired differences.
+
+    Examples:
+        >>> mean_aggregator()(torch.tensor([[2.0], [4.0]]), torch.tensor([[1.0], [1.0]]))
+        tensor([2.])
+    """
+
+    def aggregate(matching: Tensor, not_matching: Tensor) -> Tensor:
+        return (matching - not_matching).mean(0)
+
+    return aggregate
+
+
+def balanced_aggregator(groups: Tensor) -> Aggregator:
+    """Letter-balanced CAA: the mean of the two groups' mean differences (``groups`` marks the
+    items whose matching answer is the first letter).
+
+    Examples:
+        >>> agg = balanced_aggregator(torch.tensor([True, True, False]))
+        >>> agg(torch.tensor([[1.0], [3.0], [10.0]]), torch.zeros(3, 1))
+        tensor([6.])
+    """
+
+    def aggregate(matching: Tensor, not_matching: Tensor) -> Tensor:
+        return balanced_mean(matching - not_matching, groups)
+
+    return aggregate
+
+
+def pca_aggregator(
+    *, center: bool = False, scale: Literal["projection", "unit"] = "projection"
+) -> Aggregator:
+    """PCA of the paired differences: the top direction (see :func:`top_direction`), scaled
+    by the differences' mean projection or kept at norm 1.
+
+    Examples:
+        >>> agg = pca_aggregator(scale="unit")
+        >>> agg(torch.tensor([[3.0, 0.1], [2.0, -0.1]]), torch.zeros(2, 2)).round(decimals=1)
+        tensor([1., 0.])
+    """
+    if scale not in ("projection", "unit"):
+        raise ConfigError(f"scale must be 'projection' or 'unit', got {scale!r}")
+
+    def aggregate(matching: Tensor, not_matching: Tensor) -> Tensor:
+        diffs = (matching - not_matching).double()
+        if diffs.shape[0] < 2:
+            raise DataError("pca_vector needs at least 2 pairs")
+        pc, _ = top_direction(diffs, center=center)
+        vec = pc * (diffs @ pc).mean() if scale == "projection" else pc
+        return vec.float()
+
+    return aggregate
+
+
+@deprecated_args(positional=("layers", "aggregator"))
+def extract_vector(
+    model: Any,
+    pairs: Sequence[PreferencePair],
+    *,
+    layers: int | Sequence[int],
+    aggregator: Aggregator,
+    read: Read = "auto",
+    hook: str = "resid_post",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int = 8,
+    progress: bool = True,
+    behaviour: str | None = None,
+    method: str = "custom",
+    **metadata: Any,
+) -> SteeringVector:
+    """One activation extraction (:func:`collect_activations`), then ``aggregator`` per hook.
+
+    :func:`caa_vector` and :func:`pca_vector` are this with :func:`mean_aggregator` (or
+    :func:`balanced_aggregator`) and :func:`pca_aggregator`; pass any callable
+    ``(matching [n, d], not_matching [n, d]) -> [d]`` for another rule.
+
+    Examples:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
+        >>> last = lambda pos, neg: pos[-1] - neg[-1]          # a custom aggregator
+        >>> extract_vector(m, pairs, layers=1, aggregator=last, progress=False).d_model
+        64
+    """
+    acts = collect_activations(
+        model,
+        pairs,
+        layers=layers,
+        read=read,
+        hook=hook,
+        system_prompt=system_prompt,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    vectors = {h: aggregator(m, n) for h, (m, n) in acts.items()}
+    meta = {
+        "method": method,
+        "model": model_name(model),
+        "d_model": int(model.cfg.d_model),
+        "n_layers": int(model.cfg.n_layers),
+        "behaviour": behaviour,
+        "layers": [int(h.split(".")[1]) for h in vectors],
+        "hook": hook,
+        "read": read,
+        "n_pairs": len(pairs),
+        **metadata,
+    }
+    return SteeringVector(vectors, meta)
+
+
 @deprecated_args(positional=("layers",))
 def caa_vector(
     model: Any,
@@ -195,32 +311,20 @@ def caa_vector(
         ('caa', 64)
     """
     groups = matching_letter_is_first(pairs) if balance_letters else None
-    acts = collect_activations(
+    return extract_vector(
         model,
         pairs,
         layers=layers,
+        aggregator=mean_aggregator() if groups is None else balanced_aggregator(groups),
         read=read,
         hook=hook,
         system_prompt=system_prompt,
         batch_size=batch_size,
         progress=progress,
+        behaviour=behaviour,
+        method="caa",
+        balance_letters=balance_letters,
     )
-    vectors = {
-        h: (m - n).mean(0) if groups is None else balanced_mean(m - n, groups)
-        for h, (m, n) in acts.items()
-    }
-    meta = {
-        "method": "caa",
-        "model": model_name(model),
-        "d_model": int(model.cfg.d_model),
-        "n_layers": int(model.cfg.n_layers),
-        "behaviour": behaviour,
-        "layers": [int(h.split(".")[1]) for h in vectors],
-        "read": read,
-        "balance_letters": balance_letters,
-        "n_pairs": len(pairs),
-    }
-    return SteeringVector(vectors, meta)
 
 
 @deprecated_args(positional=("layers",))
@@ -258,43 +362,21 @@ def pca_vector(
         >>> round(v.norms()["blocks.1.hook_resid_post"], 4)
         1.0
     """
-    if scale not in ("projection", "unit"):
-        raise ConfigError(f"scale must be 'projection' or 'unit', got {scale!r}")
-    acts = collect_activations(
+    return extract_vector(
         model,
         pairs,
         layers=layers,
+        aggregator=pca_aggregator(center=center, scale=scale),
         read=read,
         hook=hook,
         system_prompt=system_prompt,
         batch_size=batch_size,
         progress=progress,
+        behaviour=behaviour,
+        method="pca",
+        center=center,
+        scale=scale,
     )
-    vectors = {}
-    explained = {}
-    for h, (m, n) in acts.items():
-        diffs = (m - n).double()
-        if diffs.shape[0] < 2:
-            raise DataError("pca_vector needs at least 2 pairs")
-        pc, ratio = top_direction(diffs, center=center)
-        proj = diffs @ pc
-        vec = pc * proj.mean() if scale == "projection" else pc
-        vectors[h] = vec.float()
-        explained[h] = ratio
-    meta = {
-        "method": "pca",
-        "model": model_name(model),
-        "d_model": int(model.cfg.d_model),
-        "n_layers": int(model.cfg.n_layers),
-        "behaviour": behaviour,
-        "layers": [int(h.split(".")[1]) for h in vectors],
-        "read": read,
-        "center": center,
-        "scale": scale,
-        "explained_variance_ratio": explained,
-        "n_pairs": len(pairs),
-    }
-    return SteeringVector(vectors, meta)
 
 
 def top_direction(

@@ -151,3 +151,8 @@ def test_doc_snippets_run(where, code, tmp_path, monkeypatch, shared_data):
     }
     exec(compile(code, where, "exec"), namespace)
     assert sl.active_hooks(tiny) == [], f"{where} left hooks on the model"
+
+
+def test_notebooks_keep_saved_outputs_small():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert path.stat().st_size < 400_000, f"{path.name} saves {path.stat().st_size} bytes"
