@@ -336,6 +336,243 @@ def _evaluate(
     return out
 
 
+class BiPOTrainer:
+    """One BiPO run as an object (the shape of SAELens' trainer): :meth:`fit` runs it, one
+    :meth:`step` is one optimiser step, :meth:`end_epoch` scores and records an epoch, and
+    :meth:`save_checkpoint` / :meth:`load_checkpoint` make it resumable bit for bit.
+
+    :func:`train_bipo` is ``BiPOTrainer(...).fit(checkpoint, resume)``.
+
+    Examples:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
+        >>> trainer = BiPOTrainer(m, pairs, layers=1, config=BiPOConfig(epochs=1, progress=False))
+        >>> trainer.fit().metadata["steps"], trainer.state.epoch
+        (1, 1)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        pairs: Sequence[PreferencePair],
+        *,
+        layers: int | Sequence[int],
+        config: BiPOConfig | None = None,
+        eval_pairs: Sequence[PreferencePair] | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.cfg = cfg = config or BiPOConfig()
+        if not pairs:
+            raise DataError("train_bipo needs at least one preference pair")
+        for i, p in enumerate(pairs):
+            if not isinstance(p, PreferencePair):
+                raise DataError(f"pairs[{i}] is a {type(p).__name__}, not a PreferencePair")
+        layer_list = [layers] if isinstance(layers, int) else list(layers)
+        if not layer_list:
+            raise ConfigError("layers must be an int or a non-empty list of ints")
+        where = check_hook_site(cfg.hook)
+        self.hook_names = [resid_hook(model, lyr, where) for lyr in layer_list]
+        if len(set(self.hook_names)) != len(self.hook_names):
+            raise ConfigError(f"duplicate layers in {layer_list}")
+        if eval_pairs:
+            check_overlap(pairs, eval_pairs)
+        self.model = model
+        self.callback = callback
+        tok = model.tokenizer
+        self.enc = encode_pairs(tok, pairs, cfg.system_prompt)
+        self.eval_enc = encode_pairs(tok, eval_pairs, cfg.system_prompt) if eval_pairs else []
+        self.steps_per_epoch = math.ceil(len(self.enc) / cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.schedule_steps = self.steps_per_epoch * (cfg.schedule_epochs or cfg.epochs)
+        self.fingerprint = _fingerprint(pairs, self.hook_names, cfg)
+        width, device = int(model.cfg.d_model), model_device(model)
+        self.params = [
+            torch.zeros(width, device=device, requires_grad=True) for _ in self.hook_names
+        ]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.state = _State(epoch_rng=self.gen.get_state())
+        self.ref: Tensor | None = None
+        self.eval_ref: Tensor | None = None
+        self.last_good = [p.detach().clone() for p in self.params]
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Vector, AdamW state, counters and RNG state, atomically (safetensors)."""
+        _save_checkpoint(
+            Path(path), self.params, self.hook_names, self.opt, self.state, self.fingerprint
+        )
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Continue from a checkpoint of this same run (same data, layers and settings)."""
+        self.state = _load_checkpoint(
+            Path(path), self.params, self.hook_names, self.opt, self.fingerprint
+        )
+
+    # ------------------------------------------------------------------ training
+    def prepare(self) -> None:
+        """Unsteered reference log-probs of the training (and held-out) pairs, once."""
+        cfg = self.cfg
+        self.ref = pair_logprobs(
+            self.model, self.enc, None, cfg.eval_batch_size, cfg.progress, "reference"
+        )
+        if self.eval_enc:
+            self.eval_ref = pair_logprobs(
+                self.model, self.eval_enc, None, cfg.eval_batch_size, cfg.progress, "reference"
+            )
+
+    def step(self, idx: Sequence[int], d: float) -> float:
+        """One optimiser step on the pairs ``idx`` steered by ``d * v``; returns the loss."""
+        cfg, state = self.cfg, self.state
+        assert self.ref is not None, "call prepare() first"
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(
+                state.global_step, cfg.warmup_steps, self.schedule_steps
+            )
+        batch = [self.enc[i] for i in idx]
+        loss, _ = bipo_loss(
+            self.model, batch, self.hook_names, self.params, d, cfg.beta, self.ref[list(idx)]
+        )
+        if not torch.isfinite(loss):
+            raise _diverged(self.last_good, self.hook_names, state.global_step, loss.item())
+        self.last_good = [p.detach().clone() for p in self.params]
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.opt.step()
+        if not all(bool(torch.isfinite(t).all()) for t in self.params):
+            with torch.no_grad():
+                for t, g in zip(self.params, self.last_good, strict=True):
+                    t.copy_(g)
+            raise _diverged(self.last_good, self.hook_names, state.global_step, float("nan"))
+        state.global_step += 1
+        state.epoch_loss_sum += loss.item()
+        return float(loss.item())
+
+    def end_epoch(self, started: float) -> dict[str, Any]:
+        """Score the held-out pairs, append the epoch's record to the history, advance
+        (``started``: the ``time.perf_counter()`` at which the epoch's timing began)."""
+        state = self.state
+        record: dict[str, Any] = {
+            "epoch": state.epoch + 1,
+            "step": state.global_step,
+            "train_loss": state.epoch_loss_sum / self.steps_per_epoch,
+            "norm": float(torch.stack([p.detach().norm() for p in self.params]).norm()),
+        }
+        if self.eval_enc and self.eval_ref is not None:
+            record.update(
+                _evaluate(
+                    self.model, self.eval_enc, self.eval_ref, self.hook_names, self.params, self.cfg
+                )
+            )
+        state.seconds += time.perf_counter() - started
+        record["seconds"] = state.seconds
+        state.history.append(record)
+        state.epoch += 1
+        state.step_in_epoch = 0
+        state.epoch_loss_sum = 0.0
+        return record
+
+    def _epoch_plan(self) -> tuple[Tensor, Tensor, Tensor]:
+        """This epoch's pair order and directions, drawn from the saved RNG state."""
+        assert self.state.epoch_rng is not None
+        self.gen.set_state(self.state.epoch_rng)
+        perm = torch.randperm(len(self.enc), generator=self.gen)
+        signs = torch.randint(0, 2, (self.steps_per_epoch,), generator=self.gen) * 2 - 1
+        return perm, signs, self.gen.get_state()
+
+    def fit(
+        self, checkpoint: str | os.PathLike[str] | None = None, resume: bool = False
+    ) -> SteeringVector:
+        """Run (or continue) the training; checkpoints after each epoch and every
+        ``checkpoint_every`` steps when ``checkpoint`` is given."""
+        cfg, state = self.cfg, self.state
+        ckpt = Path(checkpoint) if checkpoint is not None else None
+        if resume and ckpt is None:
+            raise ConfigError("resume=True needs checkpoint=PATH")
+        if resume and ckpt is not None and ckpt.exists():
+            self.load_checkpoint(ckpt)
+            state = self.state
+        with frozen(self.model):
+            self.prepare()
+            bar = tqdm(
+                total=self.total_steps,
+                initial=state.global_step,
+                desc="BiPO",
+                disable=not cfg.progress,
+            )
+            try:
+                for epoch in range(state.epoch, cfg.epochs):
+                    t0 = time.perf_counter()
+                    perm, signs, next_rng = self._epoch_plan()
+                    for s in range(state.step_in_epoch, self.steps_per_epoch):
+                        idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size].tolist()
+                        d = float(signs[s])
+                        loss = self.step(idx, d)
+                        state.step_in_epoch = s + 1
+                        bar.update(1)
+                        bar.set_postfix(epoch=epoch + 1, d=int(d), loss=f"{loss:.4f}")
+                        if self.callback is not None:
+                            self.callback(
+                                {
+                                    "step": state.global_step,
+                                    "epoch": epoch + 1,
+                                    "d": d,
+                                    "loss": loss,
+                                    "lr": self.opt.param_groups[0]["lr"],
+                                }
+                            )
+                        if (
+                            ckpt is not None
+                            and cfg.checkpoint_every
+                            and state.global_step % cfg.checkpoint_every == 0
+                            and s + 1 < self.steps_per_epoch
+                        ):
+                            state.seconds += time.perf_counter() - t0
+                            t0 = time.perf_counter()
+                            self.save_checkpoint(ckpt)
+                    record = self.end_epoch(t0)
+                    state.epoch_rng = next_rng
+                    if ckpt is not None:
+                        self.save_checkpoint(ckpt)
+                    if cfg.progress and self.eval_enc:
+                        bar.write(_epoch_line(record))
+            finally:
+                bar.close()
+        return self.vector()
+
+    def vector(self) -> SteeringVector:
+        """The vector as trained so far, with the run's settings and history as metadata."""
+        vectors = {n: p.detach().clone() for n, p in zip(self.hook_names, self.params, strict=True)}
+        meta = {
+            "method": "bipo",
+            "model": model_name(self.model),
+            "d_model": int(self.model.cfg.d_model),
+            "n_layers": int(self.model.cfg.n_layers),
+            "behaviour": self.cfg.behaviour,
+            "layers": [int(h.split(".")[1]) for h in self.hook_names],
+            "hooks": self.hook_names,
+            "config": asdict(self.cfg),
+            "n_train": len(self.enc),
+            "n_eval": len(self.eval_enc),
+            "steps": self.state.global_step,
+            "seconds": self.state.seconds,
+            "history": self.state.history,
+        }
+        return SteeringVector(vectors, meta)
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    return (
+        f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} | held-out "
+        f"loss +v {record['eval_loss_plus']:.4f} -v {record['eval_loss_minus']:.4f}"
+        f" | pairs moved the right way +v {record['eval_moved_plus']:.2f}"
+        f" -v {record['eval_moved_minus']:.2f}"
+    )
+
+
 @deprecated_args(renamed={"layer": "layers"})
 def train_bipo(
     model: Any,
@@ -381,153 +618,10 @@ def train_bipo(
         >>> v.hook_names, v.metadata["steps"]
         (['blocks.1.hook_resid_post'], 1)
     """
-    cfg = config or BiPOConfig()
-    if not pairs:
-        raise DataError("train_bipo needs at least one preference pair")
-    for i, p in enumerate(pairs):
-        if not isinstance(p, PreferencePair):
-            raise DataError(f"pairs[{i}] is a {type(p).__name__}, not a PreferencePair")
-    layer_list = [layers] if isinstance(layers, int) else list(layers)
-    if not layer_list:
-        raise ConfigError("layers must be an int or a non-empty list of ints")
-    where = check_hook_site(cfg.hook)
-    hook_names = [resid_hook(model, lyr, where) for lyr in layer_list]
-    if len(set(hook_names)) != len(hook_names):
-        raise ConfigError(f"duplicate layers in {layer_list}")
-    if eval_pairs:
-        check_overlap(pairs, eval_pairs)
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt_path is None:
-        raise ConfigError("resume=True needs checkpoint=PATH")
-
-    device = model_device(model)
-    tok = model.tokenizer
-    enc = encode_pairs(tok, pairs, cfg.system_prompt)
-    eval_enc = encode_pairs(tok, eval_pairs, cfg.system_prompt) if eval_pairs else []
-    width = int(model.cfg.d_model)
-    n = len(enc)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    schedule_steps = steps_per_epoch * (cfg.schedule_epochs or cfg.epochs)
-    fp = _fingerprint(pairs, hook_names, cfg)
-
-    params = [torch.zeros(width, device=device, requires_grad=True) for _ in hook_names]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    state = _State(epoch_rng=gen.get_state())
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path, params, hook_names, opt, fp)
-
-    with frozen(model):
-        # Reference log-probs: same model, no hook, computed once.
-        ref = pair_logprobs(model, enc, None, cfg.eval_batch_size, cfg.progress, "reference")
-        eval_ref = (
-            pair_logprobs(model, eval_enc, None, cfg.eval_batch_size, cfg.progress, "reference")
-            if eval_enc
-            else None
-        )
-        last_good = [p.detach().clone() for p in params]
-        bar = tqdm(
-            total=total_steps, initial=state.global_step, desc="BiPO", disable=not cfg.progress
-        )
-        try:
-            for epoch in range(state.epoch, cfg.epochs):
-                t0 = time.perf_counter()
-                assert state.epoch_rng is not None
-                gen.set_state(state.epoch_rng)
-                perm = torch.randperm(n, generator=gen)
-                signs = torch.randint(0, 2, (steps_per_epoch,), generator=gen) * 2 - 1
-                next_rng = gen.get_state()
-                for s in range(state.step_in_epoch, steps_per_epoch):
-                    idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size].tolist()
-                    d = float(signs[s])
-                    for group in opt.param_groups:
-                        group["lr"] = cfg.lr * lr_factor(
-                            state.global_step, cfg.warmup_steps, schedule_steps
-                        )
-                    batch = [enc[i] for i in idx]
-                    loss, _ = bipo_loss(model, batch, hook_names, params, d, cfg.beta, ref[idx])
-                    if not torch.isfinite(loss):
-                        raise _diverged(last_good, hook_names, state.global_step, loss.item())
-                    last_good = [p.detach().clone() for p in params]
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    opt.step()
-                    if not all(bool(torch.isfinite(t).all()) for t in params):
-                        with torch.no_grad():
-                            for t, g in zip(params, last_good, strict=True):
-                                t.copy_(g)
-                        raise _diverged(last_good, hook_names, state.global_step, float("nan"))
-                    state.global_step += 1
-                    state.step_in_epoch = s + 1
-                    state.epoch_loss_sum += loss.item()
-                    bar.update(1)
-                    if callback is not None:
-                        callback(
-                            {
-                                "step": state.global_step,
-                                "epoch": epoch + 1,
-                                "d": d,
-                                "loss": loss.item(),
-                                "lr": opt.param_groups[0]["lr"],
-                            }
-                        )
-                    bar.set_postfix(epoch=epoch + 1, d=int(d), loss=f"{loss.item():.4f}")
-                    if (
-                        ckpt_path is not None
-                        and cfg.checkpoint_every
-                        and state.global_step % cfg.checkpoint_every == 0
-                        and s + 1 < steps_per_epoch
-                    ):
-                        state.seconds += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        _save_checkpoint(ckpt_path, params, hook_names, opt, state, fp)
-                record: dict[str, Any] = {
-                    "epoch": epoch + 1,
-                    "step": state.global_step,
-                    "train_loss": state.epoch_loss_sum / steps_per_epoch,
-                    "norm": float(torch.stack([p.detach().norm() for p in params]).norm()),
-                }
-                if eval_enc and eval_ref is not None:
-                    record.update(_evaluate(model, eval_enc, eval_ref, hook_names, params, cfg))
-                state.seconds += time.perf_counter() - t0
-                record["seconds"] = state.seconds
-                state.history.append(record)
-                state.epoch += 1
-                state.step_in_epoch = 0
-                state.epoch_loss_sum = 0.0
-                state.epoch_rng = next_rng
-                if ckpt_path is not None:
-                    _save_checkpoint(ckpt_path, params, hook_names, opt, state, fp)
-                if cfg.progress and eval_enc:
-                    bar.write(
-                        f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} | held-out "
-                        f"loss +v {record['eval_loss_plus']:.4f} -v {record['eval_loss_minus']:.4f}"
-                        f" | pairs moved the right way +v {record['eval_moved_plus']:.2f}"
-                        f" -v {record['eval_moved_minus']:.2f}"
-                    )
-        finally:
-            bar.close()
-
-    vectors = {n_: p.detach().clone() for n_, p in zip(hook_names, params, strict=True)}
-    meta = {
-        "method": "bipo",
-        "model": model_name(model),
-        "d_model": width,
-        "n_layers": int(model.cfg.n_layers),
-        "behaviour": cfg.behaviour,
-        "layers": [int(h.split(".")[1]) for h in hook_names],
-        "hooks": hook_names,
-        "config": asdict(cfg),
-        "n_train": n,
-        "n_eval": len(eval_enc),
-        "steps": state.global_step,
-        "seconds": state.seconds,
-        "history": state.history,
-    }
-    return SteeringVector(vectors, meta)
+    trainer = BiPOTrainer(
+        model, pairs, layers=layers, config=config, eval_pairs=eval_pairs, callback=callback
+    )
+    return trainer.fit(checkpoint, resume)
 
 
 def _diverged(
