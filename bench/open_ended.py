@@ -207,7 +207,7 @@ def main() -> None:
                 "layer": args.layer,
                 "multipliers": mults,
                 "recipe": args.recipe,
-        "seconds_per_behaviour": timings,
+                "seconds_per_behaviour": timings,
             },
             indent=1,
         )

@@ -34,6 +34,8 @@ from steerlens.errors import (
 )
 from steerlens.evaluate import (
     DEFAULT_MULTIPLIERS,
+    GREEDY,
+    Sampling,
     ab_score,
     generate,
     kl_divergence,
@@ -58,6 +60,8 @@ __all__ = [
     "BEHAVIOUR_PROMPTS",
     "BehaviourJudge",
     "DEFAULT_MULTIPLIERS",
+    "GREEDY",
+    "Sampling",
     "SentenceEmbedder",
     "load_prompts",
     "open_ended_score",

@@ -179,13 +179,7 @@ def pca_activations(
     if not isinstance(layers, int):
         raise ConfigError(f"pca_activations takes one layer, got layers={layers!r}")
     acts = collect_activations(
-        model,
-        pairs,
-        layers=layers,
-        read=read,
-        hook=hook,
-        batch_size=batch_size,
-        progress=progress,
+        model, pairs, layers=layers, read=read, hook=hook, batch_size=batch_size, progress=progress
     )
     hook, (m, n) = next(iter(acts.items()))
     x = torch.cat([m, n]).double().numpy()

@@ -253,15 +253,9 @@ def extract_vector(
         64
     """
     acts = collect_activations(
-        model,
-        pairs,
-        layers=layers,
-        read=read,
-        hook=hook,
-        system_prompt=system_prompt,
-        batch_size=batch_size,
-        progress=progress,
-    )
+        model, pairs, layers=layers, read=read, hook=hook, system_prompt=system_prompt,
+        batch_size=batch_size, progress=progress,
+    )  # fmt: skip
     vectors = {h: aggregator(m, n) for h, (m, n) in acts.items()}
     meta = {
         "method": method,
@@ -311,20 +305,12 @@ def caa_vector(
         ('caa', 64)
     """
     groups = matching_letter_is_first(pairs) if balance_letters else None
+    aggregator = mean_aggregator() if groups is None else balanced_aggregator(groups)
     return extract_vector(
-        model,
-        pairs,
-        layers=layers,
-        aggregator=mean_aggregator() if groups is None else balanced_aggregator(groups),
-        read=read,
-        hook=hook,
-        system_prompt=system_prompt,
-        batch_size=batch_size,
-        progress=progress,
-        behaviour=behaviour,
-        method="caa",
-        balance_letters=balance_letters,
-    )
+        model, pairs, layers=layers, aggregator=aggregator, read=read, hook=hook,
+        system_prompt=system_prompt, batch_size=batch_size, progress=progress,
+        behaviour=behaviour, method="caa", balance_letters=balance_letters,
+    )  # fmt: skip
 
 
 @deprecated_args(positional=("layers",))
@@ -362,21 +348,12 @@ def pca_vector(
         >>> round(v.norms()["blocks.1.hook_resid_post"], 4)
         1.0
     """
+    aggregator = pca_aggregator(center=center, scale=scale)
     return extract_vector(
-        model,
-        pairs,
-        layers=layers,
-        aggregator=pca_aggregator(center=center, scale=scale),
-        read=read,
-        hook=hook,
-        system_prompt=system_prompt,
-        batch_size=batch_size,
-        progress=progress,
-        behaviour=behaviour,
-        method="pca",
-        center=center,
-        scale=scale,
-    )
+        model, pairs, layers=layers, aggregator=aggregator, read=read, hook=hook,
+        system_prompt=system_prompt, batch_size=batch_size, progress=progress,
+        behaviour=behaviour, method="pca", center=center, scale=scale,
+    )  # fmt: skip
 
 
 def top_direction(

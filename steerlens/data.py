@@ -466,9 +466,9 @@ def demo_data_path(split: Literal["train", "eval", "ab"] = "train") -> Path:
 
 # --------------------------------------------------------------------------- prompts
 def load_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> list[str]:
-    """Open-ended questions from a JSON list (``[{"question": ...}, ...]`` or strings, as CAA's
-    ``test_dataset_open_ended.json``), a JSONL file, a CSV with a ``question`` column (as BiPO's
-    ``test_infer.csv``) or a text file with one question per line.
+    """Open-ended questions: the ``question`` field of a JSON list of objects (CAA's
+    ``test_dataset_open_ended.json``), a JSONL file or a CSV file (BiPO's ``test_infer.csv``),
+    or the lines of a text file.
 
     Raises:
         DataError: naming the file, the row and the field at fault.
@@ -482,38 +482,18 @@ def load_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> l
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     text = _read_text(path)
-    suffix = path.suffix.lower()
-    raw: list[tuple[str, Any]] = []
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of questions")
-        raw = [(f"item {i}", x) for i, x in enumerate(data)]
-    elif suffix == ".jsonl":
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    raw.append((f"line {i}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {i}: not valid JSON ({e})") from e
-    elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "question" not in reader.fieldnames:
-            raise DataError(f"{path}: the CSV header has no 'question' column")
-        raw = [(f"line {i}", row) for i, row in enumerate(reader, 2)]
+    readers = {".json": _rows_json, ".jsonl": _rows_jsonl, ".csv": _rows_csv}
+    if path.suffix.lower() in readers:
+        rows, _ = readers[path.suffix.lower()](path, text)
     else:
-        raw = [(f"line {i}", ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+        rows = [(f"line {i}", {"question": ln}) for i, ln in enumerate(text.splitlines(), 1)]
+        rows = [(w, r) for w, r in rows if r["question"].strip()]
     out = []
-    for where, x in raw:
-        q = x.get("question") if isinstance(x, dict) else x
+    for where, row in rows[:limit]:
+        q = row.get("question")
         if not isinstance(q, str) or not q.strip():
             raise DataError(f"{path}: {where}: field 'question' is missing or empty")
         out.append(q.strip())
-        if limit is not None and len(out) >= limit:
-            break
     if not out:
         raise DataError(f"{path}: no questions found")
     return out

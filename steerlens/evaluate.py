@@ -259,74 +259,87 @@ def preference_margin(
 
 
 @dataclass(frozen=True)
-class Generation:
-    """One generated answer: which prompt, sample and multiplier, its token ids and text.
+class Sampling:
+    """How answers are decoded: greedy (``temperature=0``, the default) or sampled.
 
-    ``ids`` are the new tokens without the end-of-turn token; ``prompt_ids`` the chat-formatted
-    prompt they continue (what perplexity is computed against).
+    Attributes:
+        temperature: 0 is greedy decoding; above 0, sampling at that temperature.
+        top_p: nucleus sampling threshold (None: the whole distribution).
+        seed: seeds every batch (with the batch's first prompt), so each multiplier sees the
+            same random draws (a paired comparison); the global RNG is left untouched.
+        samples: answers per prompt.
+
+    Examples:
+        >>> Sampling(temperature=0.7, top_p=0.9, samples=3).samples
+        3
+        >>> Sampling(temperature=-1)
+        Traceback (most recent call last):
+        ...
+        steerlens.errors.ConfigError: temperature must be >= 0 (0 = greedy), got -1
     """
 
-    prompt_index: int
-    sample: int
-    multiplier: float
-    prompt_ids: tuple[int, ...]
-    ids: tuple[int, ...]
-    text: str
+    temperature: float = 0.0
+    top_p: float | None = None
+    seed: int = 0
+    samples: int = 1
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if not (isinstance(t, (int, float)) and math.isfinite(t)):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {t!r}")
+        if t < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {t!r}")
+        if self.top_p is not None and not (0 < self.top_p <= 1):
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not (isinstance(self.samples, int) and self.samples >= 1):
+            raise ConfigError(f"samples must be an int >= 1, got {self.samples!r}")
 
 
-def _check_sampling(temperature: float, top_p: float | None, samples: int) -> None:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)):
-        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
-    if top_p is not None and not (0 < top_p <= 1):
-        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
-    if not (isinstance(samples, int) and samples >= 1):
-        raise ConfigError(f"samples must be an int >= 1, got {samples!r}")
+#: Greedy decoding, one answer per prompt.
+GREEDY = Sampling()
 
 
 @deprecated_args(positional=("multipliers",))
 @torch.no_grad()
-def generate_ids(
+def generate(
     model: Any,
     vector: SteeringVector | None,
     prompts: Sequence[str],
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
-    max_new_tokens: int = 40,
+    max_new_tokens: int = 48,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    temperature: float = 0.0,
-    top_p: float | None = None,
-    seed: int = 0,
-    samples: int = 1,
+    sampling: Sampling = GREEDY,
     batch_size: int = 8,
     progress: bool = True,
-) -> list[Generation]:
-    """Generate answers with the chat template at each multiplier (see :func:`generate`).
+) -> pd.DataFrame:
+    """Answers with the chat template, in batches, at each multiplier.
 
-    Greedy when ``temperature == 0``; otherwise sampled with ``temperature`` and ``top_p``.
-    Batches are left-padded with an attention mask and decoded with the KV cache. Each batch is
-    seeded from ``seed`` and its first prompt, so every multiplier sees the same random draws
-    (a paired comparison) and the global RNG is left untouched.
+    Greedy by default; ``sampling=Sampling(temperature=0.7, top_p=0.9, samples=3)`` samples.
+    Batches are left-padded with an attention mask and decoded with the KV cache.
+
+    Returns:
+        One row per answer: ``prompt``, ``sample``, ``multiplier``, ``text``, ``positions``
+        and ``tokens`` (the new token ids, end-of-turn token dropped).
 
     Examples:
         >>> import steerlens as sl
         >>> m = sl.tiny_model(n_layers=2)
-        >>> g = generate_ids(m, None, ["Hi?"], multipliers=(0,), max_new_tokens=2)
-        >>> len(g), g[0].multiplier, len(g[0].ids) <= 2
-        (1, 0.0, True)
+        >>> df = generate(m, None, ["Hello?"], multipliers=(0,), max_new_tokens=3)
+        >>> df.columns.tolist(), len(df)
+        (['prompt', 'sample', 'multiplier', 'text', 'positions', 'tokens'], 1)
     """
     _check_vector(model, vector)
-    _check_sampling(temperature, top_p, samples)
     mults = [check_multiplier(m) for m in multipliers]
     tok = model.tokenizer
     eot = end_of_turn_id(tok)
     device = model_device(model)
     pad = pad_token_id(model)
-    jobs = [(i, k) for i in range(len(prompts)) for k in range(samples)]
+    label = positions_label(positions)
+    jobs = [(i, k) for i in range(len(prompts)) for k in range(sampling.samples)]
     encoded = [encode_prompt(tok, p, system_prompt) for p in prompts]
-    out_list: list[Generation] = []
+    records = []
     bar = tqdm(total=len(jobs) * len(mults), desc="generate", disable=not progress, leave=False)
     for m in mults:
         for start in range(0, len(jobs), batch_size):
@@ -339,15 +352,14 @@ def generate_ids(
                 attn[j, width - len(encoded[i]) :] = 1
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0,
+                do_sample=sampling.temperature > 0,
                 verbose=False,
                 return_type="tokens",
                 eos_token_id=eot,
                 stop_at_eos=True,
             )
-            if temperature > 0:
-                kwargs["temperature"] = float(temperature)
-                kwargs["top_p"] = top_p
+            if sampling.temperature > 0:
+                kwargs.update(temperature=float(sampling.temperature), top_p=sampling.top_p)
             if len(chunk) > 1:
                 kwargs["attention_mask"] = attn.to(device)
             steering = (
@@ -356,80 +368,18 @@ def generate_ids(
                 else contextlib.nullcontext()
             )
             with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-                torch.manual_seed(seed * 1_000_003 + start)
+                torch.manual_seed(sampling.seed * 1_000_003 + start)
                 with steering:
                     out = model.generate(ids.to(device), **kwargs)
             for j, (i, k) in enumerate(chunk):
                 new = out[j, width:].tolist()
-                if eot in new:
-                    new = new[: new.index(eot)]
+                new = new[: new.index(eot)] if eot in new else new
                 text = tok.decode(new, skip_special_tokens=True).strip()
-                out_list.append(Generation(i, k, m, tuple(encoded[i]), tuple(new), text))
+                records.append((prompts[i], k, m, text, label, tuple(new)))
             bar.update(len(chunk))
     bar.close()
-    return out_list
-
-
-@deprecated_args(positional=("multipliers",))
-def generate(
-    model: Any,
-    vector: SteeringVector | None,
-    prompts: Sequence[str],
-    *,
-    multipliers: Multipliers = DEFAULT_MULTIPLIERS,
-    max_new_tokens: int = 40,
-    positions: Positions = "all",
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    temperature: float = 0.0,
-    top_p: float | None = None,
-    seed: int = 0,
-    samples: int = 1,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Generation with the chat template, in batches, at each multiplier.
-
-    Greedy by default; ``temperature > 0`` samples (with ``top_p``, ``seed`` and ``samples``
-    answers per prompt). Returns a DataFrame with columns ``prompt``, ``sample``,
-    ``multiplier``, ``text``, ``positions``. Decoding uses the KV cache; prompts in a batch are
-    left-padded with an attention mask.
-
-    Examples:
-        >>> import steerlens as sl
-        >>> m = sl.tiny_model(n_layers=2)
-        >>> df = generate(m, None, ["Hello?"], multipliers=(0,), max_new_tokens=3)
-        >>> df.columns.tolist(), len(df)
-        (['prompt', 'sample', 'multiplier', 'text', 'positions'], 1)
-    """
-    gens = generate_ids(
-        model,
-        vector,
-        prompts,
-        multipliers=multipliers,
-        max_new_tokens=max_new_tokens,
-        positions=positions,
-        system_prompt=system_prompt,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        samples=samples,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    label = positions_label(positions)
-    return pd.DataFrame.from_records(
-        [
-            {
-                "prompt": prompts[g.prompt_index],
-                "sample": g.sample,
-                "multiplier": g.multiplier,
-                "text": g.text,
-                "positions": label,
-            }
-            for g in gens
-        ],
-        columns=["prompt", "sample", "multiplier", "text", "positions"],
-    )
+    columns = ["prompt", "sample", "multiplier", "text", "positions", "tokens"]
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 NEUTRAL_TEXTS = (

@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -29,16 +30,10 @@ import pandas as pd
 
 from steerlens.data import DEFAULT_SYSTEM_PROMPT
 from steerlens.errors import ConfigError, DataError
-from steerlens.evaluate import (
-    DEFAULT_MULTIPLIERS,
-    Generation,
-    Multipliers,
-    generate_ids,
-    positions_label,
-)
+from steerlens.evaluate import DEFAULT_MULTIPLIERS, GREEDY, Multipliers, Sampling, generate
 from steerlens.hooks import pad_token_id
 from steerlens.judge import Judge, judge_scores
-from steerlens.logprobs import EncodedPair, pair_logprobs
+from steerlens.logprobs import EncodedPair, encode_prompt, pair_logprobs
 from steerlens.vector import Positions, SteeringVector
 
 #: Behaviour-instructing system prompts, ``{behaviour: (toward, away)}``, after the CAA
@@ -102,27 +97,26 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
 
 
 def generation_nll(
-    model: Any, generations: Sequence[Generation], *, batch_size: int = 8
+    model: Any,
+    prompt_tokens: Sequence[Sequence[int]],
+    tokens: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Summed negative log-likelihood of each generation's tokens under the *unsteered*
-    model, given its prompt, and the number of tokens scored.
+    """Summed negative log-likelihood of each answer's ``tokens`` under the *unsteered*
+    model, given its ``prompt_tokens``, and the number of tokens scored.
 
-    The end-of-turn token is not scored (the text as read); an empty generation scores 0 of 0.
+    The end-of-turn token is not scored (the text as read); an empty answer scores 0 of 0.
     """
-    nll = np.zeros(len(generations))
-    count = np.array([len(g.ids) for g in generations], dtype=np.int64)
-    keep = [i for i, g in enumerate(generations) if g.ids]
-    if not keep:
-        return nll, count
-    enc = [EncodedPair(generations[i].prompt_ids, generations[i].ids, ()) for i in keep]
-    # score the text as answer "matching"; the empty "not matching" answer scores 0
-    lp = pair_logprobs(model, enc, None, batch_size, share_prompt=False)
-    nll[keep] = -lp[:, 0].double().numpy()
+    nll = np.zeros(len(tokens))
+    count = np.array([len(t) for t in tokens], dtype=np.int64)
+    keep = [i for i, t in enumerate(tokens) if len(t)]
+    if keep:
+        # each answer as the "matching" side of a pair whose "not matching" side is empty
+        enc = [EncodedPair(tuple(prompt_tokens[i]), tuple(tokens[i]), ()) for i in keep]
+        lp = pair_logprobs(model, enc, None, batch_size, share_prompt=False)
+        nll[keep] = -lp[:, 0].double().numpy()
     return nll, count
-
-
-def _pad_id_check(model: Any) -> None:
-    pad_token_id(model)  # raises early if the tokenizer has neither pad nor EOS
 
 
 def open_ended_score(
@@ -132,13 +126,10 @@ def open_ended_score(
     judge: Judge,
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
+    max_new_tokens: int = 48,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    top_p: float | None = None,
-    seed: int = 0,
-    samples: int = 1,
+    sampling: Sampling = GREEDY,
     batch_size: int = 8,
     per_item: bool = False,
     progress: bool = True,
@@ -154,18 +145,18 @@ def open_ended_score(
             ``texts -> scores`` (an LLM judge, say).
         positions: ``"all"`` (BiPO's protocol) or ``"after_prompt"`` (CAA's); recorded in
             the ``positions`` column.
-        temperature: 0 is greedy (the default); above 0 samples with ``top_p``, ``seed`` and
-            ``samples`` answers per prompt (see :func:`~steerlens.evaluate.generate_ids`).
-        per_item: one row per generation (with ``prompt``, ``sample``, ``text``, its judge
+        sampling: greedy by default; :class:`~steerlens.evaluate.Sampling` for temperature,
+            ``top_p``, seed and several answers per prompt.
+        per_item: one row per answer (with ``prompt``, ``sample``, ``text``, its judge
             score, perplexity, ``nll`` and ``tokens``) instead of one row per multiplier; read
-            the generations there, and get the summary with :func:`summarize_open_ended`.
+            the answers there, and get the summary with :func:`summarize_open_ended`.
         method: label for the ``method`` column (default: the vector's ``method`` metadata,
             ``"none"`` without a vector).
 
     Returns:
         One row per multiplier: ``method``, ``multiplier``, ``behaviour`` (mean judge score),
         ``perplexity`` (exp of the mean per-token NLL of all generated tokens under the
-        unsteered model, prompt given), ``distinct2``, ``n`` (generations), ``positions``.
+        unsteered model, prompt given), ``distinct2``, ``n`` (answers), ``positions``.
 
     Examples:
         >>> import torch, steerlens as sl
@@ -180,42 +171,25 @@ def open_ended_score(
         raise DataError("prompts must be a non-empty list of questions")
     if not callable(judge):
         raise ConfigError(f"judge must be callable (texts -> scores), got {type(judge).__name__}")
-    _pad_id_check(model)
-    gens = generate_ids(
-        model,
-        vector,
-        prompts,
-        multipliers=multipliers,
-        max_new_tokens=max_new_tokens,
-        positions=positions,
-        system_prompt=system_prompt,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        samples=samples,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    pad_token_id(model)  # fails early if the tokenizer has neither a pad nor an EOS token
+    items = generate(
+        model, vector, prompts, multipliers=multipliers, max_new_tokens=max_new_tokens,
+        positions=positions, system_prompt=system_prompt, sampling=sampling,
+        batch_size=batch_size, progress=progress,
+    )  # fmt: skip
     label = method or (vector.metadata.get("method") if vector is not None else None) or "none"
-    scores = judge_scores(judge, [g.text for g in gens])
-    nll, count = generation_nll(model, gens, batch_size=batch_size)
+    tok = model.tokenizer
+    prompt_tokens = {p: encode_prompt(tok, p, system_prompt) for p in set(items["prompt"])}
+    nll, count = generation_nll(
+        model, [prompt_tokens[p] for p in items["prompt"]], items["tokens"].tolist(),
+        batch_size=batch_size,
+    )  # fmt: skip
     with np.errstate(divide="ignore", invalid="ignore"):
-        ppl_item = np.where(count > 0, np.exp(nll / np.maximum(count, 1)), np.nan)
-    items = pd.DataFrame(
-        {
-            "method": label,
-            "multiplier": [g.multiplier for g in gens],
-            "prompt": [prompts[g.prompt_index] for g in gens],
-            "sample": [g.sample for g in gens],
-            "text": [g.text for g in gens],
-            "behaviour": scores,
-            "perplexity": ppl_item,
-            "nll": nll,
-            "tokens": count,
-            "distinct2": [distinct_n([g.text]) for g in gens],
-            "positions": positions_label(positions),
-        }
-    )
+        items["perplexity"] = np.where(count > 0, np.exp(nll / np.maximum(count, 1)), np.nan)
+    items.insert(0, "method", label)
+    items["behaviour"] = judge_scores(judge, items["text"].tolist())
+    items["nll"], items["tokens"] = nll, count
+    items["distinct2"] = [distinct_n([t]) for t in items["text"]]
     return items if per_item else summarize_open_ended(items)
 
 
@@ -261,10 +235,7 @@ def prompting_score(
     toward: str | None = None,
     away: str | None = None,
     max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    top_p: float | None = None,
-    seed: int = 0,
-    samples: int = 1,
+    sampling: Sampling = GREEDY,
     batch_size: int = 8,
     per_item: bool = False,
     progress: bool = True,
@@ -295,24 +266,13 @@ def prompting_score(
             f"{known}; got behaviour={behaviour!r}"
         )
     frames = []
+    score = functools.partial(
+        open_ended_score, model, None, prompts, judge, multipliers=(0,), method="prompt",
+        max_new_tokens=max_new_tokens, sampling=sampling, batch_size=batch_size,
+        per_item=per_item, progress=progress,
+    )  # fmt: skip
     for mult, system in ((-1.0, away), (0.0, DEFAULT_SYSTEM_PROMPT), (1.0, toward)):
-        df = open_ended_score(
-            model,
-            None,
-            prompts,
-            judge,
-            multipliers=(0,),
-            system_prompt=system,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            samples=samples,
-            batch_size=batch_size,
-            per_item=per_item,
-            progress=progress,
-            method="prompt",
-        )
+        df = score(system_prompt=system)
         df["multiplier"] = mult
         df["positions"] = "system_prompt"  # no vector: the system prompt does the steering
         frames.append(df)

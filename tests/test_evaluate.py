@@ -68,7 +68,14 @@ def test_generate_batched_equals_single(tiny, rand_vec):
     prompts = ["Hello there, how are you?", "Name a colour.", "What is two plus two?"]
     batched = sl.generate(tiny, v, prompts, multipliers=(0, 1), max_new_tokens=6, batch_size=3)
     single = sl.generate(tiny, v, prompts, multipliers=(0, 1), max_new_tokens=6, batch_size=1)
-    assert list(batched.columns) == ["prompt", "sample", "multiplier", "text", "positions"]
+    assert list(batched.columns) == [
+        "prompt",
+        "sample",
+        "multiplier",
+        "text",
+        "positions",
+        "tokens",
+    ]
     assert batched["text"].tolist() == single["text"].tolist()
     unsteered = batched[batched.multiplier == 0]["text"].tolist()
     steered = batched[batched.multiplier == 1]["text"].tolist()

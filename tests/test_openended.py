@@ -8,7 +8,6 @@ import torch
 
 import steerlens as sl
 from steerlens.errors import ConfigError, DataError
-from steerlens.evaluate import generate_ids
 from steerlens.openended import distinct_n, generation_nll
 
 PROMPTS = ["Would you like more power?", "Name a colour.", "What is two plus two?"]
@@ -45,19 +44,22 @@ def test_columns_and_per_item(tiny, rand_vec):
 def test_perplexity_matches_independent_computation(tiny, rand_vec):
     """NLL of generated tokens under the UNSTEERED model, from full logits by hand."""
     v = rand_vec(tiny, scale=5.0)
-    gens = generate_ids(tiny, v, PROMPTS, multipliers=(2,), max_new_tokens=6)
-    nll, count = generation_nll(tiny, gens)
+    from steerlens.logprobs import encode_prompt
+
+    gens = sl.generate(tiny, v, PROMPTS, multipliers=(2,), max_new_tokens=6)
+    prompt_ids = [encode_prompt(tiny.tokenizer, p) for p in gens["prompt"]]
+    nll, count = generation_nll(tiny, prompt_ids, gens["tokens"].tolist())
     total_nll, total_tok = 0.0, 0
-    for g, got_nll, got_n in zip(gens, nll, count, strict=True):
-        ids = torch.tensor([list(g.prompt_ids) + list(g.ids)])
+    for pids, new, got_nll, got_n in zip(prompt_ids, gens["tokens"], nll, count, strict=True):
+        ids = torch.tensor([list(pids) + list(new)])
         with torch.no_grad():
             logp = torch.log_softmax(tiny(ids)[0].double(), -1)
-        p = len(g.prompt_ids)
-        ref = -sum(float(logp[p + i - 1, t]) for i, t in enumerate(g.ids))
-        assert got_n == len(g.ids)
+        p = len(pids)
+        ref = -sum(float(logp[p + i - 1, t]) for i, t in enumerate(new))
+        assert got_n == len(new) > 0
         assert abs(got_nll - ref) < 1e-3 * max(1.0, abs(ref))
         total_nll += ref
-        total_tok += len(g.ids)
+        total_tok += len(new)
     df = sl.open_ended_score(tiny, v, PROMPTS, length_judge, multipliers=(2,), max_new_tokens=6)
     assert df["perplexity"][0] == pytest.approx(math.exp(total_nll / total_tok), rel=1e-3)
 
@@ -69,17 +71,21 @@ def test_distinct2():
 
 
 def test_sampling_is_seeded_and_paired(tiny):
-    kw = dict(multipliers=(0,), max_new_tokens=6, temperature=1.0, top_p=0.9, samples=2)
-    a = sl.generate(tiny, None, PROMPTS, seed=3, **kw)
-    b = sl.generate(tiny, None, PROMPTS, seed=3, **kw)
-    c = sl.generate(tiny, None, PROMPTS, seed=4, **kw)
+    kw = dict(multipliers=(0,), max_new_tokens=6)
+
+    def sampling(seed):
+        return sl.Sampling(temperature=1.0, top_p=0.9, samples=2, seed=seed)
+
+    a = sl.generate(tiny, None, PROMPTS, sampling=sampling(3), **kw)
+    b = sl.generate(tiny, None, PROMPTS, sampling=sampling(3), **kw)
+    c = sl.generate(tiny, None, PROMPTS, sampling=sampling(4), **kw)
     assert a["text"].tolist() == b["text"].tolist()
     assert a["text"].tolist() != c["text"].tolist()
     assert len(a) == 6 and sorted(set(a["sample"])) == [0, 1]
     with pytest.raises(ConfigError, match="temperature"):
-        sl.generate(tiny, None, PROMPTS, temperature=-1)
+        sl.Sampling(temperature=-1)
     with pytest.raises(ConfigError, match="top_p"):
-        sl.generate(tiny, None, PROMPTS, temperature=1, top_p=0)
+        sl.Sampling(temperature=1, top_p=0)
 
 
 def test_prompting_baseline_rows(tiny):
