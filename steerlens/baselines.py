@@ -277,14 +277,14 @@ def caa_vector(
     model: Any,
     pairs: Sequence[PreferencePair],
     *,
+    balance_letters: bool = False,
     layers: int | Sequence[int],
     read: Read = "auto",
-    balance_letters: bool = False,
     hook: str = "resid_post",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
-    progress: bool = True,
     behaviour: str | None = None,
+    progress: bool = True,
 ) -> SteeringVector:
     """Contrastive Activation Addition: mean over items of (matching - not matching).
 
@@ -318,15 +318,15 @@ def pca_vector(
     model: Any,
     pairs: Sequence[PreferencePair],
     *,
-    layers: int | Sequence[int],
-    read: Read = "auto",
     center: bool = False,
     scale: Literal["projection", "unit"] = "projection",
+    layers: int | Sequence[int],
+    read: Read = "auto",
     hook: str = "resid_post",
+    behaviour: str | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     batch_size: int = 8,
     progress: bool = True,
-    behaviour: str | None = None,
 ) -> SteeringVector:
     """Top principal direction of the paired differences (matching - not matching).
 

@@ -73,6 +73,19 @@ def positions_label(positions: Positions) -> str:
     return "mask"
 
 
+def _summary(
+    multiplier: float, metric: str, value: float, likelier: float, n: int, positions: str
+) -> dict[str, Any]:
+    """One row of an evaluator's summary table."""
+    return {
+        "multiplier": multiplier,
+        metric: value,
+        "matching_likelier": likelier,
+        "n": n,
+        "positions": positions,
+    }
+
+
 def _check_vector(model: Any, vector: SteeringVector | None) -> None:
     if vector is not None:
         vector.check_model(model)
@@ -189,15 +202,8 @@ def ab_score(
                 for i, p in enumerate(probs)
             ]
         else:
-            records.append(
-                {
-                    "multiplier": m,
-                    "score": float(probs.mean()),
-                    "matching_likelier": float((probs > 0.5).float().mean()),
-                    "n": len(pairs),
-                    "positions": label,
-                }
-            )
+            likelier = float((probs > 0.5).float().mean())
+            records.append(_summary(m, "score", float(probs.mean()), likelier, len(pairs), label))
     return pd.DataFrame.from_records(records)
 
 
@@ -208,11 +214,11 @@ def preference_margin(
     pairs: Sequence[PreferencePair],
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
+    per_item: bool = False,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    batch_size: int = 8,
-    per_item: bool = False,
     progress: bool = True,
+    batch_size: int = 8,
 ) -> pd.DataFrame:
     """Mean of ``log p(matching|x) - log p(not_matching|x)`` (summed over answer tokens, EOS
     included) and ``matching_likelier``, the share of pairs whose matching answer is the
@@ -246,15 +252,8 @@ def preference_margin(
                 for i, (a, b) in enumerate(lp.tolist())
             ]
         else:
-            records.append(
-                {
-                    "multiplier": m,
-                    "margin": float(gap.mean()),
-                    "matching_likelier": float((gap > 0).float().mean()),
-                    "n": len(pairs),
-                    "positions": label,
-                }
-            )
+            likelier = float((gap > 0).float().mean())
+            records.append(_summary(m, "margin", float(gap.mean()), likelier, len(pairs), label))
     return pd.DataFrame.from_records(records)
 
 

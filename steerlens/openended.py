@@ -126,14 +126,14 @@ def open_ended_score(
     judge: Judge,
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
-    max_new_tokens: int = 48,
     positions: Positions = "all",
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    sampling: Sampling = GREEDY,
-    batch_size: int = 8,
     per_item: bool = False,
-    progress: bool = True,
+    max_new_tokens: int = 48,
+    sampling: Sampling = GREEDY,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     method: str | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Generate answers to ``prompts`` at each multiplier and judge them.
 
