@@ -41,8 +41,9 @@ from steerlens.evaluate import (
     kl_divergence,
     preference_margin,
 )
+from steerlens.grid import SweepError, sweep
 from steerlens.judge import BehaviourJudge, SentenceEmbedder
-from steerlens.models import load_model, resid_hook, tiny_model
+from steerlens.models import ModelSpec, load_model, resid_hook, tiny_model
 from steerlens.openended import BEHAVIOUR_PROMPTS, open_ended_score, prompting_score
 from steerlens.sweep import score_vector, sweep_layers, sweep_multipliers, train_vector
 from steerlens.vector import SteeringVector, active_hooks, is_steered
@@ -50,6 +51,9 @@ from steerlens.vector import SteeringVector, active_hooks, is_steered
 __version__ = "0.1.0"
 
 __all__ = [
+    "ModelSpec",
+    "SweepError",
+    "sweep",
     "FileExistsSteerlensError",
     "analysis",
     "extract_vector",

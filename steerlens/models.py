@@ -29,12 +29,13 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from steerlens.errors import ModelLoadError
+from steerlens.errors import ConfigError, ModelLoadError
 from steerlens.fileio import cache_dir
 from steerlens.hooks import (  # noqa: F401 - re-exported: steerlens.models.resid_hook etc.
     HOOK_SITES,
@@ -136,9 +137,10 @@ def bridge_from_hf(
     _quiet_transformers()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    hf_model = hf_model.to(dtype)
-    if device is not None:
-        hf_model = hf_model.to(device)
+    if getattr(hf_model, "hf_device_map", None) is None:  # not spread over devices
+        hf_model = hf_model.to(dtype)
+        if device is not None:
+            hf_model = hf_model.to(device)
     bridge = TransformerBridge.boot_transformers(
         name,
         hf_model=hf_model,
@@ -152,12 +154,56 @@ def bridge_from_hf(
     return bridge
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load a model again, in another process: what a distributed sweep sends to its
+    workers instead of the model object.
+
+    ``kind`` is ``"load"`` (:func:`load_model` with ``name`` and ``options``) or ``"tiny"``
+    (:func:`tiny_model` with ``options``). Every model from :func:`load_model` or
+    :func:`tiny_model` carries its spec as ``model.steerlens_spec``.
+
+    Examples:
+        >>> spec = tiny_model(n_layers=2, d_model=32).steerlens_spec
+        >>> spec.kind, dict(spec.options)["n_layers"]
+        ('tiny', 2)
+        >>> spec.load().cfg.n_layers
+        2
+    """
+
+    kind: str
+    name: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def load(self) -> Any:
+        """Load the model this spec describes."""
+        opts = dict(self.options)
+        if self.kind == "tiny":
+            return tiny_model(**opts)
+        if "dtype" in opts:
+            opts["dtype"] = getattr(torch, str(opts["dtype"]).removeprefix("torch."))
+        return load_model(self.name, **opts)
+
+
+def model_spec(model: Any) -> ModelSpec:
+    """The :class:`ModelSpec` a model was loaded from (raises for models built by hand)."""
+    spec = getattr(model, "steerlens_spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(
+            "this model carries no loading spec: load it with sl.load_model(...) or "
+            "sl.tiny_model(...), so that worker processes can load the same model"
+        )
+    return spec
+
+
 def load_model(
     name: str | os.PathLike[str] | None = None,
     *,
     device: str | None = None,
     dtype: torch.dtype = torch.float32,
     cache: bool = True,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, str] | None = None,
 ) -> Any:
     """Load a model as a TransformerLens ``TransformerBridge`` with frozen weights.
 
@@ -168,6 +214,11 @@ def load_model(
         dtype: parameter dtype (fp32 by default; use ``torch.bfloat16`` on a GPU for big models).
         cache: keep the dequantised weights of a GGUF model on disk (``$STEERLENS_CACHE``) so the
             next load takes about a second instead of ~30 s.
+        device_map: passed to Hugging Face ``from_pretrained`` (hub ids and local folders):
+            ``"auto"`` spreads a model larger than one GPU over the GPUs (and CPU) with
+            accelerate; vectors are added on whichever device each block sits on.
+        max_memory: with ``device_map``, the memory each device may use, e.g.
+            ``{0: "70GiB", 1: "70GiB", "cpu": "200GiB"}``.
 
     Returns:
         A ``TransformerBridge`` in eval mode with ``requires_grad=False`` parameters and the
@@ -181,6 +232,23 @@ def load_model(
         >>> model.cfg.n_layers, model.cfg.d_model
         (30, 576)
     """
+    model = _load(name, device, dtype, cache, device_map, max_memory)
+    options: dict[str, Any] = {"device": device, "dtype": str(dtype), "cache": cache}
+    if device_map is not None:
+        options.update(device_map=device_map, max_memory=max_memory)
+    key = None if name is None else str(name)
+    model.steerlens_spec = ModelSpec("load", key, tuple(sorted(options.items())))
+    return model
+
+
+def _load(
+    name: str | os.PathLike[str] | None,
+    device: str | None,
+    dtype: torch.dtype,
+    cache: bool,
+    device_map: str | dict[str, Any] | None,
+    max_memory: dict[Any, str] | None,
+) -> Any:
     if name is None or str(name).lower() == DEFAULT_MODEL:
         hf, tok = load_hf_from_gguf(smollm2_gguf_path(), dtype, use_cache=cache)
         return bridge_from_hf(hf, tok, SMOLLM2_HF_ID, device, dtype)
@@ -193,17 +261,21 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
+    placement: dict[str, Any] = {}
+    if device_map is not None:
+        placement = {"device_map": device_map, "max_memory": max_memory}
+        device = None  # the map places the weights; moving them would undo it
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path}: not a Hugging Face model folder (no config.json)")
         tok = AutoTokenizer.from_pretrained(path)
-        hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement)
         return bridge_from_hf(hf, tok, _hf_name_from_config(hf, default=str(path)), device, dtype)
     if path.exists() or str(name).startswith((".", "/", "~")):
         raise ModelLoadError(f"{name}: not a .gguf file or a Hugging Face model folder")
     try:
         tok = AutoTokenizer.from_pretrained(str(name))
-        hf = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype)
+        hf = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype, **placement)
     except OSError as e:
         raise ModelLoadError(
             f"could not load {name!r} from the Hugging Face hub ({e.__class__.__name__}: {e}). "
@@ -283,7 +355,10 @@ def tiny_model(
         3
     """
     hf, tok = tiny_hf_model(n_layers, d_model, n_heads, seed)
-    return bridge_from_hf(hf, tok, "steerlens/tiny-llama", device, torch.float32)
+    model = bridge_from_hf(hf, tok, "steerlens/tiny-llama", device, torch.float32)
+    options = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, seed=seed, device=device)
+    model.steerlens_spec = ModelSpec("tiny", None, tuple(sorted(options.items())))
+    return model
 
 
 def describe(model: Any) -> dict[str, Any]:

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import pandas as pd
+import pytest
+import torch
+
+import steerlens as sl
+from steerlens.grid import Cell, load_vector
+
+NUMERIC = ["multiplier", "score", "margin", "matching_likelier", "norm"]
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    ab = sl.load_pairs(sl.demo_data_path("ab"))
+    free = sl.load_pairs(sl.demo_data_path("train"))
+    return {"ab": (ab[:6], ab[6:10]), "free": (free[:4], free[4:7])}
+
+
+@pytest.fixture(scope="module")
+def grid_model():
+    return sl.tiny_model(n_layers=3, d_model=32, seed=1)
+
+
+KW = dict(
+    layers=[1, 2],
+    methods=["caa", "bipo"],
+    seeds=[0, 1],
+    multipliers=(-1, 0, 1),
+    config=sl.BiPOConfig(epochs=1, lr=1e-2, warmup_steps=0),
+    progress=False,
+)
+
+
+def assert_same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    keys = ["dataset", "method", "layer", "seed", "multiplier"]
+    a, b = a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True)
+    assert a[keys].equals(b[keys])
+    for col in NUMERIC:
+        if col in a:
+            pd.testing.assert_series_equal(a[col], b[col], check_exact=False, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory, grid_model, datasets):
+    folder = tmp_path_factory.mktemp("serial")
+    return sl.sweep(grid_model, datasets, folder=folder, **KW), folder
+
+
+def test_serial_table_and_saved_vectors(serial, grid_model):
+    df, folder = serial
+    # 2 datasets x (caa: 2 layers + bipo: 2 layers x 2 seeds) x 3 multipliers
+    assert len(df) == 2 * (2 + 4) * 3
+    assert {"dataset", "method", "layer", "seed", "seconds", "worker", "norm"} <= set(df)
+    sub = next(folder.iterdir())
+    v = load_vector(sub, Cell("free", "bipo", 2, 1))
+    assert v.metadata["seed"] == 1 and v.hook_names == ["blocks.2.hook_resid_post"]
+
+
+def test_rerun_computes_only_missing_cells(serial, grid_model, datasets):
+    df, folder = serial
+    sub = next(folder.iterdir())
+    before = {p.name: p.stat().st_mtime_ns for p in sub.glob("*.json")}
+    victim = sub / f"{Cell('ab', 'caa', 1, 0).key}.json"
+    victim.unlink()
+    again = sl.sweep(grid_model, datasets, folder=folder, **KW)
+    after = {p.name: p.stat().st_mtime_ns for p in sub.glob("*.json")}
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    assert changed == [victim.name]
+    assert_same_table(df, again)
+
+
+def test_bad_cell_is_named_and_others_are_kept(tmp_path, grid_model, datasets):
+    with pytest.raises(sl.SweepError, match=r"cell ab__caa__L7__s0: HookError") as err:
+        sl.sweep(
+            grid_model, datasets, layers=[1, 7], methods=["caa"], folder=tmp_path, progress=False
+        )
+    assert set(err.value.failed) == {"ab__caa__L7__s0", "free__caa__L7__s0"}
+    sub = next(tmp_path.iterdir())
+    assert sorted(p.name for p in sub.glob("*.json")) == [
+        "ab__caa__L1__s0.json",
+        "free__caa__L1__s0.json",
+    ]
+
+
+class _NoModulePickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, torch.nn.Module):
+            raise AssertionError(f"a {type(obj).__name__} was about to be sent to a worker")
+        return None
+
+
+class CheckingExecutor:
+    """A ProcessPoolExecutor that first proves no model object is in what it sends."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.sent = 0
+
+    def submit(self, fn, *args, **kwargs):
+        _NoModulePickler(io.BytesIO()).dump((fn, args, kwargs))
+        self.sent += 1
+        return self.pool.submit(fn, *args, **kwargs)
+
+
+def test_process_pool_equals_serial_and_never_pickles_the_model(
+    serial, tmp_path, grid_model, datasets
+):
+    import multiprocessing
+
+    with pytest.raises(AssertionError, match="TransformerBridge"):
+        _NoModulePickler(io.BytesIO()).dump(grid_model)  # the check does catch a model
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        ex = CheckingExecutor(pool)
+        df = sl.sweep(grid_model, datasets, folder=tmp_path, executor=ex, **KW)
+    assert ex.sent == 12
+    assert df["worker"].nunique() >= 1 and not df["worker"].str.endswith(f":{os.getpid()}").any()
+    assert_same_table(serial[0], df)
+
+
+def test_dask_cluster_with_a_worker_killed_mid_sweep(serial, tmp_path, grid_model, datasets):
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=50,
+    )
+    client = distributed.Client(cluster)
+    try:
+        result = {}
+        run = threading.Thread(
+            target=lambda: result.update(
+                df=sl.sweep(grid_model, datasets, folder=tmp_path, executor=client, **KW)
+            )
+        )
+        run.start()
+        killed = None
+        deadline = time.time() + 300
+        while killed is None and time.time() < deadline and run.is_alive():
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy:
+                pids = client.run(os.getpid, workers=busy[:1])
+                killed = next(iter(pids.values()))
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        run.join(timeout=600)
+        assert killed is not None, "no worker was busy to kill"
+        assert "df" in result, "the sweep did not finish after a worker was killed"
+        df = result["df"]
+        assert_same_table(serial[0], df)
+        assert killed not in {int(w.split(":")[1]) for w in df["worker"]}
+        # a rerun finds every cell on disk and computes nothing
+        sub = next(tmp_path.iterdir())
+        stamps = {p: p.stat().st_mtime_ns for p in sub.glob("*.json")}
+        again = sl.sweep(grid_model, datasets, folder=tmp_path, executor=client, **KW)
+        assert {p: p.stat().st_mtime_ns for p in sub.glob("*.json")} == stamps
+        assert_same_table(df, again)
+        # vectors equal the serial run's
+        serial_sub = next(serial[1].iterdir())
+        for p in sub.glob("*.safetensors"):
+            a = sl.SteeringVector.load(p)
+            b = sl.SteeringVector.load(serial_sub / p.name)
+            assert a.allclose(b, atol=1e-6), p.name
+        assert json.loads(next(sub.glob("*.json")).read_text())
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_model_spec_round_trip(grid_model):
+    spec = grid_model.steerlens_spec
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    again = spec.load()
+    assert torch.equal(next(again.parameters()), next(grid_model.parameters()))
+    with pytest.raises(sl.ConfigError, match="no loading spec"):
+        sl.models.model_spec(object())
