@@ -204,6 +204,7 @@ def load_model(
     cache: bool = True,
     device_map: str | dict[str, Any] | None = None,
     max_memory: dict[Any, str] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Load a model as a TransformerLens ``TransformerBridge`` with frozen weights.
 
@@ -219,6 +220,7 @@ def load_model(
             accelerate; vectors are added on whichever device each block sits on.
         max_memory: with ``device_map``, the memory each device may use, e.g.
             ``{0: "70GiB", 1: "70GiB", "cpu": "200GiB"}``.
+        offload_folder: with ``device_map``, where blocks mapped to ``"disk"`` are kept.
 
     Returns:
         A ``TransformerBridge`` in eval mode with ``requires_grad=False`` parameters and the
@@ -232,10 +234,13 @@ def load_model(
         >>> model.cfg.n_layers, model.cfg.d_model
         (30, 576)
     """
-    model = _load(name, device, dtype, cache, device_map, max_memory)
-    options: dict[str, Any] = {"device": device, "dtype": str(dtype), "cache": cache}
+    placement: dict[str, Any] = {}
     if device_map is not None:
-        options.update(device_map=device_map, max_memory=max_memory)
+        placement = {"device_map": device_map, "max_memory": max_memory}
+        if offload_folder is not None:
+            placement["offload_folder"] = str(offload_folder)
+    model = _load(name, device, dtype, cache, placement)
+    options: dict[str, Any] = {"device": device, "dtype": str(dtype), "cache": cache, **placement}
     key = None if name is None else str(name)
     model.steerlens_spec = ModelSpec("load", key, tuple(sorted(options.items())))
     return model
@@ -246,8 +251,7 @@ def _load(
     device: str | None,
     dtype: torch.dtype,
     cache: bool,
-    device_map: str | dict[str, Any] | None,
-    max_memory: dict[Any, str] | None,
+    placement: dict[str, Any],
 ) -> Any:
     if name is None or str(name).lower() == DEFAULT_MODEL:
         hf, tok = load_hf_from_gguf(smollm2_gguf_path(), dtype, use_cache=cache)
@@ -261,9 +265,7 @@ def _load(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
-    placement: dict[str, Any] = {}
-    if device_map is not None:
-        placement = {"device_map": device_map, "max_memory": max_memory}
+    if placement:
         device = None  # the map places the weights; moving them would undo it
     if path.is_dir():
         if not (path / "config.json").is_file():

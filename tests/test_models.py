@@ -101,3 +101,33 @@ def test_embedded_model_loads_warm_and_matches_hf(smol):
 def test_gguf_file_path_loads(tmp_path):
     path = models.smollm2_gguf_path()
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+
+
+def test_device_map_split_model_steers_like_the_whole_model(tmp_path):
+    """A model split by device_map (block 0 in memory, block 1 offloaded to disk: a split
+    CPU-only CI can run) gives the same logits and the same steered logits, and its spec
+    carries the placement to worker processes."""
+    from steerlens.models import tiny_hf_model
+
+    hf, tok = tiny_hf_model(n_layers=2, d_model=32)
+    hf.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    split = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
+    model = sl.load_model(tmp_path / "m", device_map=split, offload_folder=tmp_path / "off")
+    whole = sl.load_model(tmp_path / "m")
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    assert torch.allclose(model(ids), whole(ids), atol=1e-5)
+    v = sl.SteeringVector({"blocks.1.hook_resid_post": torch.linspace(-1, 1, 32)})
+    with v.apply(model, 3.0):
+        a = model(ids)
+    with v.apply(whole, 3.0):
+        b = whole(ids)
+    assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a, whole(ids), atol=1e-3)
+    assert dict(model.steerlens_spec.options)["device_map"] == split
