@@ -112,14 +112,9 @@ def run_cell(
         )
         vector.metadata.update(dataset=cell.dataset, seed=cell.seed)
         df = score_vector(
-            model,
-            vector,
-            eval_pairs,
-            multipliers=settings.multipliers,
-            positions=settings.positions,
-            metric=settings.metric,
-            progress=False,
-        )
+            model, vector, eval_pairs, multipliers=settings.multipliers,
+            positions=settings.positions, metric=settings.metric, progress=False,
+        )  # fmt: skip
     except Exception as e:  # noqa: BLE001 - reported by cell name after the other cells
         return {"error": f"{type(e).__name__}: {e}"}
     seconds = time.perf_counter() - t0
@@ -164,10 +159,10 @@ def sweep(
     methods: Sequence[str] = ("bipo", "caa"),
     seeds: Sequence[int] = (0,),
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
-    positions: Positions = "all",
     config: BiPOConfig | None = None,
-    metric: str = "auto",
+    positions: Positions = "all",
     folder: str | os.PathLike[str] | None = None,
+    metric: str = "auto",
     executor: Any = None,
     retries: int = 2,
     progress: bool = True,
