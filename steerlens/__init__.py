@@ -45,12 +45,16 @@ from steerlens.grid import SweepError, sweep
 from steerlens.judge import BehaviourJudge, SentenceEmbedder
 from steerlens.models import ModelSpec, load_model, resid_hook, tiny_model
 from steerlens.openended import BEHAVIOUR_PROMPTS, open_ended_score, prompting_score
+from steerlens.reps import RePSConfig, reps_loss, train_reps
 from steerlens.sweep import score_vector, sweep_layers, sweep_multipliers, train_vector
 from steerlens.vector import SteeringVector, active_hooks, is_steered
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RePSConfig",
+    "reps_loss",
+    "train_reps",
     "ModelSpec",
     "SweepError",
     "sweep",

@@ -422,18 +422,26 @@ class BiPOTrainer:
                 self.model, self.eval_enc, None, cfg.eval_batch_size, cfg.progress, "reference"
             )
 
-    def step(self, idx: Sequence[int], d: float) -> float:
-        """One optimiser step on the pairs ``idx`` steered by ``d * v``; returns the loss."""
-        cfg, state = self.cfg, self.state
+    #: the ``method`` recorded in the vector's metadata
+    method = "bipo"
+
+    def loss(self, idx: Sequence[int], d: float, step_in_epoch: int) -> Tensor:
+        """The objective on the pairs ``idx``: BiPO's loss steered by ``d * v``."""
         assert self.ref is not None, "call prepare() first"
+        batch = [self.enc[i] for i in idx]
+        loss, _ = bipo_loss(
+            self.model, batch, self.hook_names, self.params, d, self.cfg.beta, self.ref[list(idx)]
+        )
+        return loss
+
+    def step(self, idx: Sequence[int], d: float, step_in_epoch: int = 0) -> float:
+        """One optimiser step on the pairs ``idx`` (direction ``d``); returns the loss."""
+        cfg, state = self.cfg, self.state
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(
                 state.global_step, cfg.warmup_steps, self.schedule_steps
             )
-        batch = [self.enc[i] for i in idx]
-        loss, _ = bipo_loss(
-            self.model, batch, self.hook_names, self.params, d, cfg.beta, self.ref[list(idx)]
-        )
+        loss = self.loss(idx, d, step_in_epoch)
         if not torch.isfinite(loss):
             raise _diverged(self.last_good, self.hook_names, state.global_step, loss.item())
         self.last_good = [p.detach().clone() for p in self.params]
@@ -510,7 +518,7 @@ class BiPOTrainer:
                     for s in range(state.step_in_epoch, self.steps_per_epoch):
                         idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size].tolist()
                         d = float(signs[s])
-                        loss = self.step(idx, d)
+                        loss = self.step(idx, d, s)
                         state.step_in_epoch = s + 1
                         bar.update(1)
                         bar.set_postfix(epoch=epoch + 1, d=int(d), loss=f"{loss:.4f}")
@@ -547,7 +555,7 @@ class BiPOTrainer:
         """The vector as trained so far, with the run's settings and history as metadata."""
         vectors = {n: p.detach().clone() for n, p in zip(self.hook_names, self.params, strict=True)}
         meta = {
-            "method": "bipo",
+            "method": self.method,
             "model": model_name(self.model),
             "d_model": int(self.model.cfg.d_model),
             "n_layers": int(self.model.cfg.n_layers),

@@ -26,7 +26,7 @@ DEFAULTS = {
     "per_item": False,
 }
 OLD_NAMES = {"layer", "items", "train_data", "eval_data", "bipo_config", "where"}
-DATA_NAMES = {"pairs", "prompts", "texts", "eval_pairs", "judge"}
+DATA_NAMES = {"pairs", "prompts", "texts", "eval_pairs", "judge", "datasets"}
 
 
 def public_functions():
@@ -42,7 +42,7 @@ FUNCS = list(public_functions())
 
 
 #: building blocks that name one thing (a hook, a loss on one batch, a pair), not workflow steps
-LOW_LEVEL = {"sl.resid_hook", "sl.bipo_loss", "sl.ab_pair", "sl.format_prompt"}
+LOW_LEVEL = {"sl.resid_hook", "sl.bipo_loss", "sl.reps_loss", "sl.ab_pair", "sl.format_prompt"}
 
 
 @pytest.mark.parametrize("name,fn", FUNCS, ids=[n for n, _ in FUNCS])
