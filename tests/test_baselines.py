@@ -198,3 +198,22 @@ def test_letter_balanced_caa_separates_heldout_ab_items(
     assert gap["gap"].iloc[0] > 1.0  # measured: +3.9 corrigible, +8.5 hallucination
     if min_separated is not None:  # corrigible: the mean moves, single items ~50/50
         assert gap["separated"].iloc[0] > min_separated
+
+
+@pytest.mark.slow
+def test_pca_default_agrees_with_caa_on_real_data(smol, shared_data):
+    """The uncentred PCA direction has cosine >= 0.9 with CAA on power-seeking at layer 12,
+    and most training pairs project positive; the centred (repeng pca_diff) one does not."""
+    train = sl.load_pairs(
+        shared_data / "bipo/power-seeking/train.csv", invalid="skip", duplicates="ignore"
+    )[:64]
+    caa = sl.caa_vector(smol, train, layers=12, progress=False)
+    pca = sl.pca_vector(smol, train, layers=12, progress=False)
+    centred = sl.pca_vector(smol, train, layers=12, center=True, progress=False)
+    hook = "blocks.12.hook_resid_post"
+    assert pca.cosine(caa)[hook] >= 0.9
+    m, n = collect_activations(smol, train, layers=12, progress=False)[hook]
+    unit = pca.vectors[hook] / pca.vectors[hook].norm()
+    assert float(((m - n) @ unit > 0).float().mean()) >= 0.9
+    print("cosine with CAA: uncentred", pca.cosine(caa)[hook], "centred", centred.cosine(caa)[hook])
+    assert abs(centred.cosine(caa)[hook]) < pca.cosine(caa)[hook]
