@@ -8,10 +8,11 @@ opposite answer y (its original response), with length-normalised log-likelihood
 
     Delta+ = beta+ * l+(y_c) - l+(y)     steered by  h <- h + alpha * v   (alpha > 0 sampled)
     Delta- = beta- * l-(y)   - l-(y_c)   nulled by   h <- h - (h . v_hat) v_hat
-    beta+  = max(log p(y | x)   - log p(y_c | x), 1)
-    beta-  = max(log p(y_c | x) - log p(y | x),   1)
+    beta+  = max(l0(y) - l0(y_c), 1)
+    beta-  = max(l0(y_c) - l0(y), 1)
 
-with ``p`` the unsteered model (summed log-probs, computed once, like BiPO's reference). Unlike
+with ``l0`` the same length-normalised log-likelihood under the unsteered model ``p``
+(computed once, like BiPO's reference). Unlike
 BiPO there is no reference log-ratio inside Delta (reference-free, after SimPO), and the two
 directions are asymmetric: towards the behaviour by adding the vector, away from it by
 removing the vector's direction from the residual stream.
@@ -27,6 +28,12 @@ Sources and the choices made where the public sources could not settle a detail:
   only that the intervention nulls the steering direction.
 * The positive factor alpha is drawn per step, uniformly from ``RePSConfig.factors``; the
   paper samples it from a set of factors whose exact values for this setting are not given.
+* beta+ and beta- compare length-normalised log-likelihoods, like the terms they scale. The
+  summary of the paper writes ``log p(y|x) - log p(y_c|x)`` without saying whether it is
+  normalised; with summed log-probs beta+ reaches 10-30 on this project's pairs, the
+  objective becomes a plain likelihood objective on y_c and, on SmolLM2 power-seeking, moved
+  the held-out margin the wrong way (-0.07 nats per unit multiplier); normalised, beta is 1
+  unless the unsteered model strongly prefers one answer per token.
 * No extra temperature or margin (SimPO's beta and gamma) is applied to Delta.
 * Positions: every position, as BiPO (the intervention sites of AxBench's prompts differ).
 
@@ -101,7 +108,7 @@ def reps_loss(
     """The RePS loss on one batch, and the per-pair ``Delta+`` and ``Delta-``.
 
     ``ref`` holds the unsteered summed ``[log p(y_c|x), log p(y|x)]`` per pair (matching,
-    not matching), which sets beta+ and beta-.
+    not matching); divided by the answers' lengths it sets beta+ and beta-.
 
     Examples:
         >>> import torch, steerlens as sl
@@ -126,8 +133,9 @@ def reps_loss(
     lp_null = batch_logprobs(model, batch, null)
     ref = ref.to(lp_plus.device, lp_plus.dtype)
     n_c, n_y = n_c.to(lp_plus.device), n_y.to(lp_plus.device)
-    beta_plus = torch.clamp(ref[:, 1] - ref[:, 0], min=1.0)
-    beta_minus = torch.clamp(ref[:, 0] - ref[:, 1], min=1.0)
+    ref_c, ref_y = ref[:, 0] / n_c, ref[:, 1] / n_y  # per-token, like the terms they scale
+    beta_plus = torch.clamp(ref_y - ref_c, min=1.0)
+    beta_minus = torch.clamp(ref_c - ref_y, min=1.0)
     delta_plus = beta_plus * lp_plus[:b] / n_c - lp_plus[b:] / n_y
     delta_minus = beta_minus * lp_null[b:] / n_y - lp_null[:b] / n_c
     loss = (-F.logsigmoid(delta_plus) - F.logsigmoid(delta_minus)).mean()

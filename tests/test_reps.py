@@ -38,7 +38,7 @@ def _seq_logprob(hf, layer, edit, prompt, answer):
 def test_reps_loss_and_gradient_match_the_formula(tiny, pairs, alpha):
     """reps_loss equals an independent float64 computation of the paper's objective:
     -log s(b+ l+(y_c) - l+(y)) - log s(b- l-(y) - l-(y_c)), l = log p / |r|,
-    b+ = max(log p(y) - log p(y_c), 1), b- = max(log p(y_c) - log p(y), 1)."""
+    b+ = max(l0(y) - l0(y_c), 1), b- = max(l0(y_c) - l0(y), 1) with l0 unsteered."""
     layer = 2
     enc = encode_pairs(tiny.tokenizer, pairs[:3])
     v0 = torch.randn(64, generator=torch.Generator().manual_seed(1)) * 0.7
@@ -72,8 +72,9 @@ def test_reps_loss_and_gradient_match_the_formula(tiny, pairs, alpha):
             for k, fn in (("+", add), ("0", null))
             for name, ans in (("c", e.matching), ("y", e.not_matching))
         }
-        b_plus = max(float(base_y - base_c), 1.0)
-        b_minus = max(float(base_c - base_y), 1.0)
+        l0_c, l0_y = base_c / len(e.matching), base_y / len(e.not_matching)
+        b_plus = max(float(l0_y - l0_c), 1.0)
+        b_minus = max(float(l0_c - l0_y), 1.0)
         d_plus = b_plus * lp[("+", "c")] - lp[("+", "y")]
         d_minus = b_minus * lp[("0", "y")] - lp[("0", "c")]
         terms.append(-F.logsigmoid(d_plus) - F.logsigmoid(d_minus))
