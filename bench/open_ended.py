@@ -9,7 +9,7 @@ behaviour-instructing system prompt (toward = +1, away = -1). Every score has it
 beside it (perplexity of the answer under the unsteered model, distinct-2). Writes
 docs/results.md, docs/data/open_ended*.csv and docs/img/open_ended_*.png.
 
-    python bench/open_ended.py --quick     # power-seeking + hallucination, < 15 min, 2 CPU cores
+    python bench/open_ended.py --quick     # power-seeking + hallucination, smaller, a smoke run
     python bench/open_ended.py             # all seven behaviours, layer sweep on power-seeking
     python bench/open_ended.py --render    # rewrite the page from docs/data/open_ended.csv
 
@@ -91,9 +91,10 @@ def main() -> None:
     if args.render:
         render()
         return
-    if args.quick:
+    if args.quick:  # smoke run: 2 behaviours, 32 training pairs, 8 questions, no layer sweep
         args.behaviours = args.behaviours or ",".join(BIPO_BEHAVIOURS)
         args.sweep_behaviours = ""
+        args.train, args.prompts = 32, 8
     behaviours = (
         args.behaviours.split(",")
         if args.behaviours
