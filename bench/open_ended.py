@@ -31,8 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _common  # noqa: E402
 import pandas as pd  # noqa: E402
-from _common import DOCS, git_rev, machine, md_table, require_shared  # noqa: E402
+from _common import git_rev, machine, md_table, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
 from steerlens.openended import summarize_open_ended  # noqa: E402
@@ -41,10 +42,23 @@ warnings.filterwarnings("ignore")
 
 BIPO_BEHAVIOURS = ("power-seeking", "hallucination")
 CAA_BEHAVIOURS = ("corrigible-neutral-HHH", "survival-instinct", "sycophancy", "refusal")
+DOCS = _common.DOCS  # --out DIR writes the page, its data and plots under DIR instead
 CSV = DOCS / "data" / "open_ended.csv"
 JUDGES = DOCS / "data" / "open_ended_judges.csv"
 META = DOCS / "data" / "open_ended_meta.json"
 SAMPLES = DOCS / "data" / "open_ended_samples.csv"
+
+
+def set_output(folder: Path) -> None:
+    global DOCS, CSV, JUDGES, META, SAMPLES
+    DOCS = folder
+    for sub in ("data", "img"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    CSV, JUDGES = folder / "data" / "open_ended.csv", folder / "data" / "open_ended_judges.csv"
+    META, SAMPLES = (
+        folder / "data" / "open_ended_meta.json",
+        folder / "data" / "open_ended_samples.csv",
+    )
 
 
 def load_behaviour(d: Path, b: str, n_train: int, n_prompts: int):
@@ -87,7 +101,10 @@ def main() -> None:
     )
     ap.add_argument("--device", default=None)
     ap.add_argument("--render", action="store_true", help="only rewrite the page from the CSV")
+    ap.add_argument("--out", default=None, help="write under this folder instead of docs/")
     args = ap.parse_args()
+    if args.out:
+        set_output(Path(args.out))
     if args.render:
         render()
         return
