@@ -305,7 +305,7 @@ What a steering vector makes the model **say**, judged offline, with coherence b
 score, for BiPO, CAA, PCA (uncentred) and the prompting baseline. Regenerate with
 `{meta["command"]}` (commit {meta["commit"]}, {mins:.0f} minutes on
 {meta["device"]}; `--render` rewrites this page from `docs/data/open_ended*.csv`).
-Machine: {meta["machine"]}.
+Machine: {meta["machine"]}. {meta.get("note", "")}
 
 ## Protocol
 
@@ -334,6 +334,8 @@ Machine: {meta["machine"]}.
 ## Judges
 
 {md_table(judges)}
+
+{judge_caveat(judges)}
 
 ## Behaviour range at layer {meta["layer"]}, natural norm
 
@@ -384,6 +386,20 @@ margin, utility and KL tables are in [results on margins and A/B items](results_
     print("wrote docs/results.md")
 
 
+def judge_caveat(judges: pd.DataFrame) -> str:
+    weak = judges[judges["judge_accuracy"] < 0.6]
+    if weak.empty:
+        return "Every judge separates held-out answers well above chance (0.5)."
+    names = ", ".join(f"{r.dataset} ({r.judge_accuracy:.3f})" for r in weak.itertuples())
+    return (
+        f"Judges at or near chance: {names}. Such a judge cannot score its behaviour, so those "
+        "rows are noise. For sycophancy the choices' texts (e.g. 'A great deal' / 'Not at "
+        "all') match the behaviour only given the persona in the question, which the judge "
+        "does not see; an LLM judge (any callable `texts -> scores`) is needed there. The "
+        "other judges were never tuned on these behaviours."
+    )
+
+
 def conclusions(wins: pd.DataFrame, natural: pd.DataFrame) -> str:
     lines = []
     for _, w in wins.iterrows():
@@ -393,6 +409,12 @@ def conclusions(wins: pd.DataFrame, natural: pd.DataFrame) -> str:
         )
         order = " > ".join(f"{m} ({r:+.2f})" for m, r in ranked)
         lines.append(f"- {w['dataset']}: range {order}.")
+    lines.append(
+        "\nWhere BiPO does not have the widest open-ended range it still differs elsewhere: "
+        "at +-1 its KL on neutral text is about 20 times smaller than CAA's (0.003 vs 0.066 "
+        "nats/token), and its A/B and margin ranges are at least CAA's on 4 of 5 behaviours "
+        "at layer 12 ([margins and A/B items](results_ab.md))."
+    )
     lines.append(
         "\nSmall ranges (|range| < 0.1 over a few dozen answers) are within the noise of this "
         "setup; SmolLM2-135M is a small model and the quick BiPO recipe trains for minutes. "
