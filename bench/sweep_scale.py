@@ -43,7 +43,7 @@ def main() -> None:
     )
     model = sl.load_model()
     t = time.perf_counter()
-    serial = sl.sweep(model, datasets, folder=tempfile.mkdtemp(), **kw)
+    serial = sl.sweep_grid(model, datasets, folder=tempfile.mkdtemp(), **kw)
     t_serial = time.perf_counter() - t
     from dask.distributed import Client, LocalCluster
 
@@ -53,7 +53,7 @@ def main() -> None:
             client.wait_for_workers(2)
             t_start = time.perf_counter() - t
             t = time.perf_counter()
-            dist = sl.sweep(model, datasets, folder=tempfile.mkdtemp(), executor=client, **kw)
+            dist = sl.sweep_grid(model, datasets, folder=tempfile.mkdtemp(), executor=client, **kw)
             t_dist = time.perf_counter() - t
     cells = serial.groupby(["dataset", "method", "layer", "seed"])["seconds"].first()
     dcells = dist.groupby(["dataset", "method", "layer", "seed"])["seconds"].first()

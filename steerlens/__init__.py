@@ -41,7 +41,7 @@ from steerlens.evaluate import (
     kl_divergence,
     preference_margin,
 )
-from steerlens.grid import SweepError, sweep
+from steerlens.grid import SweepError, sweep_grid
 from steerlens.judge import BehaviourJudge, SentenceEmbedder
 from steerlens.models import ModelSpec, load_model, resid_hook, tiny_model
 from steerlens.openended import BEHAVIOUR_PROMPTS, open_ended_score, prompting_score
@@ -57,7 +57,7 @@ __all__ = [
     "train_reps",
     "ModelSpec",
     "SweepError",
-    "sweep",
+    "sweep_grid",
     "FileExistsSteerlensError",
     "analysis",
     "extract_vector",

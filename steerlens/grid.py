@@ -1,6 +1,6 @@
 """Grid sweeps beyond one process: datasets x methods x layers x seeds, one cell a task.
 
-:func:`sweep` trains one vector per cell (a behaviour's dataset, a method, a layer, a seed),
+:func:`sweep_grid` trains one vector per cell (a behaviour's dataset, a method, a layer, a seed),
 scores it at every multiplier and returns one tidy table. It runs in-process by default; with
 ``executor=`` any ``concurrent.futures.Executor``-compatible object runs the cells: a
 ``ProcessPoolExecutor``, a ``dask.distributed.Client`` (a ``LocalCluster``, or a SLURM/PBS
@@ -18,7 +18,7 @@ Examples:
     >>> import tempfile, steerlens as sl
     >>> model = sl.tiny_model(n_layers=2)
     >>> items = sl.load_pairs(sl.demo_data_path("ab"))
-    >>> df = sweep(model, {"demo": (items[:6], items[6:10])}, layers=[0, 1], methods=["caa"],
+    >>> df = sweep_grid(model, {"demo": (items[:6], items[6:10])}, layers=[0, 1], methods=["caa"],
     ...            folder=tempfile.mkdtemp(), progress=False)
     >>> df[["dataset", "method", "layer", "multiplier"]].drop_duplicates().shape[0]
     6
@@ -151,7 +151,7 @@ def _fingerprint(datasets: Datasets, settings: _Settings) -> str:
     return h.hexdigest()[:12]
 
 
-def sweep(
+def sweep_grid(
     model: Any,
     datasets: Datasets,
     *,
@@ -251,4 +251,4 @@ def load_vector(folder: str | os.PathLike[str], cell: Cell) -> SteeringVector:
     return SteeringVector.load(Path(folder) / f"{cell.key}.safetensors")
 
 
-__all__ = ["Cell", "SweepError", "load_vector", "run_cell", "sweep"]
+__all__ = ["Cell", "SweepError", "load_vector", "run_cell", "sweep_grid"]

@@ -173,3 +173,10 @@ def test_gguf_pads_every_layer_and_round_trips(tmp_path):
 def test_trained_vectors_record_n_layers(tiny):
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:2]
     assert sl.caa_vector(tiny, pairs, layers=1).metadata["n_layers"] == tiny.cfg.n_layers
+
+
+def test_no_export_shadows_a_module():
+    """`from steerlens import sweep` must give the module, not a function of that name."""
+    for path in MODULES:
+        attr = getattr(sl, path.stem, None)
+        assert attr is None or inspect.ismodule(attr), f"sl.{path.stem} is not the module"

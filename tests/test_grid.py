@@ -53,7 +53,7 @@ def assert_same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory, grid_model, datasets):
     folder = tmp_path_factory.mktemp("serial")
-    return sl.sweep(grid_model, datasets, folder=folder, **KW), folder
+    return sl.sweep_grid(grid_model, datasets, folder=folder, **KW), folder
 
 
 def test_serial_table_and_saved_vectors(serial, grid_model):
@@ -72,7 +72,7 @@ def test_rerun_computes_only_missing_cells(serial, grid_model, datasets):
     before = {p.name: p.stat().st_mtime_ns for p in sub.glob("*.json")}
     victim = sub / f"{Cell('ab', 'caa', 1, 0).key}.json"
     victim.unlink()
-    again = sl.sweep(grid_model, datasets, folder=folder, **KW)
+    again = sl.sweep_grid(grid_model, datasets, folder=folder, **KW)
     after = {p.name: p.stat().st_mtime_ns for p in sub.glob("*.json")}
     changed = sorted(k for k in after if before.get(k) != after[k])
     assert changed == [victim.name]
@@ -81,7 +81,7 @@ def test_rerun_computes_only_missing_cells(serial, grid_model, datasets):
 
 def test_bad_cell_is_named_and_others_are_kept(tmp_path, grid_model, datasets):
     with pytest.raises(sl.SweepError, match=r"cell ab__caa__L7__s0: HookError") as err:
-        sl.sweep(
+        sl.sweep_grid(
             grid_model, datasets, layers=[1, 7], methods=["caa"], folder=tmp_path, progress=False
         )
     assert set(err.value.failed) == {"ab__caa__L7__s0", "free__caa__L7__s0"}
@@ -122,7 +122,7 @@ def test_process_pool_equals_serial_and_never_pickles_the_model(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(2, mp_context=ctx) as pool:
         ex = CheckingExecutor(pool)
-        df = sl.sweep(grid_model, datasets, folder=tmp_path, executor=ex, **KW)
+        df = sl.sweep_grid(grid_model, datasets, folder=tmp_path, executor=ex, **KW)
     assert ex.sent == 12
     assert df["worker"].nunique() >= 1 and not df["worker"].str.endswith(f":{os.getpid()}").any()
     assert_same_table(serial[0], df)
@@ -142,7 +142,7 @@ def test_dask_cluster_with_a_worker_killed_mid_sweep(serial, tmp_path, grid_mode
         result = {}
         run = threading.Thread(
             target=lambda: result.update(
-                df=sl.sweep(grid_model, datasets, folder=tmp_path, executor=client, **KW)
+                df=sl.sweep_grid(grid_model, datasets, folder=tmp_path, executor=client, **KW)
             )
         )
         run.start()
@@ -164,7 +164,7 @@ def test_dask_cluster_with_a_worker_killed_mid_sweep(serial, tmp_path, grid_mode
         # a rerun finds every cell on disk and computes nothing
         sub = next(tmp_path.iterdir())
         stamps = {p: p.stat().st_mtime_ns for p in sub.glob("*.json")}
-        again = sl.sweep(grid_model, datasets, folder=tmp_path, executor=client, **KW)
+        again = sl.sweep_grid(grid_model, datasets, folder=tmp_path, executor=client, **KW)
         assert {p: p.stat().st_mtime_ns for p in sub.glob("*.json")} == stamps
         assert_same_table(df, again)
         # vectors equal the serial run's
