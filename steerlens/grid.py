@@ -197,6 +197,15 @@ def sweep_grid(
 
     Raises:
         SweepError: cells that failed, by name; every other cell is saved first.
+
+    Examples:
+        >>> import tempfile, steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))
+        >>> df = sweep_grid(m, {"power": (pairs[:4], pairs[4:6])}, layers=[1], methods=["caa"],
+        ...                 folder=tempfile.mkdtemp(), progress=False)
+        >>> sorted(set(df["multiplier"])), df["worker"].nunique()
+        ([-1.0, 0.0, 1.0], 1)
     """
     if not datasets:
         raise ConfigError("datasets must name at least one (pairs, eval_pairs) entry")
