@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_logprobs import seq_logprob
 
 import steerlens as sl
 from steerlens import bipo as bipo_mod
@@ -18,24 +19,6 @@ FAST = dict(lr=1e-2, warmup_steps=0, weight_decay=0.0, progress=False)
 @pytest.fixture(scope="module")
 def pairs():
     return sl.load_pairs(sl.demo_data_path("train"))
-
-
-def _seq_logprob_with_layer_hook(hf, layer, delta, prompt, answer):
-    """log p(answer | prompt) from a plain HF model whose decoder layer `layer` output gets
-    `delta` added at every position (a torch forward hook; no steerlens code)."""
-
-    def add(module, args, output):
-        if isinstance(output, tuple):
-            return (output[0] + delta,) + tuple(output[1:])
-        return output + delta
-
-    handle = hf.model.layers[layer].register_forward_hook(add)
-    try:
-        seq = torch.tensor([list(prompt) + list(answer)])
-        logp = torch.log_softmax(hf(seq).logits[0], -1)
-    finally:
-        handle.remove()
-    return sum(logp[len(prompt) + i - 1, tok] for i, tok in enumerate(answer))
 
 
 @pytest.mark.parametrize("share_prompt", [True, False])
@@ -67,9 +50,9 @@ def test_loss_and_gradient_parity_with_formula(tiny, pairs, d, share_prompt):
     for e in enc:
         lp = {}
         for key, ans in (("T", e.matching), ("O", e.not_matching)):
-            steered = _seq_logprob_with_layer_hook(hf, layer, d * v_ind, e.prompt, ans)
+            steered = seq_logprob(hf, layer, lambda h: h + d * v_ind, e.prompt, ans)
             with torch.no_grad():
-                base = _seq_logprob_with_layer_hook(hf, layer, zero, e.prompt, ans)
+                base = seq_logprob(hf, layer, lambda h: h + zero, e.prompt, ans)
             lp[key] = steered - base
         z = lp["T"] - lp["O"]
         terms.append(-F.logsigmoid(d * beta * z))

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_logprobs import seq_logprob
 
 import steerlens as sl
 from steerlens.logprobs import encode_pairs, pair_logprobs
@@ -14,24 +15,6 @@ from steerlens.models import tiny_hf_model
 @pytest.fixture(scope="module")
 def pairs():
     return sl.load_pairs(sl.demo_data_path("train"))
-
-
-def _seq_logprob(hf, layer, edit, prompt, answer):
-    """Summed log p(answer | prompt) from a plain HF model whose layer output is edited by
-    ``edit(h)`` at every position (a torch forward hook; no steerlens code)."""
-
-    def hook(module, args, output):
-        if isinstance(output, tuple):
-            return (edit(output[0]),) + tuple(output[1:])
-        return edit(output)
-
-    handle = hf.model.layers[layer].register_forward_hook(hook)
-    try:
-        seq = torch.tensor([list(prompt) + list(answer)])
-        logp = torch.log_softmax(hf(seq).logits[0], -1)
-    finally:
-        handle.remove()
-    return sum(logp[len(prompt) + i - 1, tok] for i, tok in enumerate(answer))
 
 
 @pytest.mark.parametrize("alpha", [1.0, 4.0])
@@ -57,8 +40,8 @@ def test_reps_loss_and_gradient_match_the_formula(tiny, pairs, alpha):
     terms = []
     for e in enc:
         with torch.no_grad():
-            base_c = _seq_logprob(hf, layer, lambda h: h, e.prompt, e.matching)
-            base_y = _seq_logprob(hf, layer, lambda h: h, e.prompt, e.not_matching)
+            base_c = seq_logprob(hf, layer, lambda h: h, e.prompt, e.matching)
+            base_y = seq_logprob(hf, layer, lambda h: h, e.prompt, e.not_matching)
         unit = v / v.norm()
 
         def add(h):
@@ -68,7 +51,7 @@ def test_reps_loss_and_gradient_match_the_formula(tiny, pairs, alpha):
             return h - (h @ unit).unsqueeze(-1) * unit
 
         lp = {
-            (k, name): _seq_logprob(hf, layer, fn, e.prompt, ans) / len(ans)
+            (k, name): seq_logprob(hf, layer, fn, e.prompt, ans) / len(ans)
             for k, fn in (("+", add), ("0", null))
             for name, ans in (("c", e.matching), ("y", e.not_matching))
         }
