@@ -47,10 +47,16 @@ from steerlens.hooks import check_hook_site, model_device, model_name, resid_hoo
 from steerlens.logprobs import (
     EncodedPair,
     batch_logprobs,
+    Hooks,
     encode_pairs,
+    length_buckets,
     pair_logprobs,
 )
+from steerlens.prefix import PrefixCache, floor_supported
 from steerlens.vector import SteerHook, SteeringVector
+
+#: computes one batch's ``[matching_1..B, not_matching_1..B]`` log-probs under some hooks
+LogprobsFn = Callable[[Hooks], Tensor]
 
 
 @dataclass
@@ -87,6 +93,10 @@ class BiPOConfig:
             clipping).
         eval_batch_size: pairs per batch when scoring.
         checkpoint_every: also checkpoint every N optimiser steps (default: each epoch only).
+        cache_mb: memory budget (MiB) for the residual stream below the steered layer, which
+            is computed once per pair instead of in every step (:mod:`steerlens.prefix`; the
+            losses are the same). Pairs beyond the budget are recomputed when needed; 0 turns
+            the cache off (every step runs the full forward).
         progress: show tqdm progress bars.
         behaviour: a label stored in the vector's metadata.
 
@@ -113,6 +123,7 @@ class BiPOConfig:
     progress: bool = True
     behaviour: str | None = None
     schedule_epochs: int | None = None
+    cache_mb: float = 1024.0
 
     def __post_init__(self) -> None:
         def positive(name: str, value: Any, integer: bool = False) -> None:
@@ -147,6 +158,12 @@ class BiPOConfig:
                 )
         if self.max_grad_norm is not None:
             positive("max_grad_norm", self.max_grad_norm)
+        if not (
+            isinstance(self.cache_mb, (int, float))
+            and math.isfinite(self.cache_mb)
+            and self.cache_mb >= 0
+        ):
+            raise ConfigError(f"BiPOConfig.cache_mb must be a number >= 0, got {self.cache_mb!r}")
         if self.hook not in {"resid_post", "resid_pre", "resid_mid"}:
             raise ConfigError(f"BiPOConfig.hook must be resid_post/pre/mid, got {self.hook!r}")
 
@@ -179,12 +196,17 @@ def bipo_loss(
     beta: float,
     ref: Float[Tensor, "batch 2"],
     share_prompt: bool = True,
+    *,
+    logprobs_fn: LogprobsFn | None = None,
 ) -> tuple[Float[Tensor, ""], Float[Tensor, " batch"]]:
     """The BiPO loss on one batch of encoded pairs, and the per-pair ``z``.
 
     ``ref`` holds the unsteered ``[log p_0(r_T|x), log p_0(r_O|x)]`` per pair. With
     ``share_prompt`` both answers of a pair continue one steered prompt (one packed row, see
-    :func:`~steerlens.logprobs.batch_logprobs`); the loss is the same.
+    :func:`~steerlens.logprobs.batch_logprobs`); the loss is the same. ``logprobs_fn(hooks)``,
+    if given, computes the batch's steered log-probs instead of ``batch_logprobs`` (the
+    trainer passes :meth:`steerlens.prefix.PrefixCache.logprobs`, which starts at the steered
+    layer).
 
     Examples:
         >>> import torch, steerlens as sl
@@ -198,7 +220,10 @@ def bipo_loss(
         0.6931
     """
     hooks = [(n, SteerHook(v, float(d), "all")) for n, v in zip(hook_names, vectors, strict=True)]
-    lp = batch_logprobs(model, batch, hooks, share_prompt)
+    if logprobs_fn is not None:
+        lp = logprobs_fn(hooks)
+    else:
+        lp = batch_logprobs(model, batch, hooks, share_prompt)
     b = ref.shape[0]
     ref = ref.to(lp.device, lp.dtype)
     z = (lp[:b] - ref[:, 0]) - (lp[b:] - ref[:, 1])
@@ -223,7 +248,9 @@ def _fingerprint(pairs: Sequence[PreferencePair], hooks: Sequence[str], cfg: BiP
     h = hashlib.sha256()
     for p in pairs:
         h.update(json.dumps([p.question, p.matching, p.not_matching]).encode())
-    keep = {k: v for k, v in asdict(cfg).items() if k not in {"progress", "checkpoint_every"}}
+    # settings that do not change the result stay out (a resumed run may change them)
+    skip = {"progress", "checkpoint_every", "cache_mb"}
+    keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
     h.update(json.dumps([list(hooks), keep], sort_keys=True, default=str).encode())
     return h.hexdigest()[:20]
 
@@ -312,20 +339,20 @@ def _load_checkpoint(
 
 @torch.no_grad()
 def _evaluate(
-    model: Any,
-    enc: Sequence[EncodedPair],
+    score: Callable[[Callable[[], Hooks] | None], Tensor],
     ref: Tensor,
     hook_names: Sequence[str],
     params: Sequence[Tensor],
     cfg: BiPOConfig,
 ) -> dict[str, float]:
+    """Held-out figures at +v and -v; ``score(factory)`` gives the ``[n, 2]`` log-probs."""
     out: dict[str, float] = {}
     for d, tag in ((1.0, "plus"), (-1.0, "minus")):
 
         def factory(d: float = d) -> list[tuple[str, SteerHook]]:
             return [(n, SteerHook(p, d, "all")) for n, p in zip(hook_names, params, strict=True)]
 
-        lp = pair_logprobs(model, enc, factory, cfg.eval_batch_size)
+        lp = score(factory)
         z = (lp[:, 0] - ref[:, 0]) - (lp[:, 1] - ref[:, 1])
         out[f"eval_loss_{tag}"] = float(-F.logsigmoid(d * cfg.beta * z).mean())
         # share of held-out pairs the steered model moved the right way relative to the
@@ -395,6 +422,7 @@ class BiPOTrainer:
         self.state = _State(epoch_rng=self.gen.get_state())
         self.ref: Tensor | None = None
         self.eval_ref: Tensor | None = None
+        self.prefix: PrefixCache | None = None
         self.last_good = [p.detach().clone() for p in self.params]
 
     # ------------------------------------------------------------------ checkpoints
@@ -412,15 +440,61 @@ class BiPOTrainer:
 
     # ------------------------------------------------------------------ training
     def prepare(self) -> None:
-        """Unsteered reference log-probs of the training (and held-out) pairs, once."""
+        """Once per run: the residual stream below the steered layer (when the model allows
+        it, within ``cache_mb``) and the unsteered reference log-probs of the training (and
+        held-out) pairs."""
         cfg = self.cfg
-        self.ref = pair_logprobs(
-            self.model, self.enc, None, cfg.eval_batch_size, cfg.progress, "reference"
-        )
-        if self.eval_enc:
-            self.eval_ref = pair_logprobs(
-                self.model, self.eval_enc, None, cfg.eval_batch_size, cfg.progress, "reference"
+        self.prefix = None
+        if cfg.cache_mb > 0 and floor_supported(self.model, self.hook_names):
+            self.prefix = PrefixCache(
+                self.model,
+                [*self.enc, *self.eval_enc],
+                self.hook_names,
+                budget_mb=cfg.cache_mb,
+                batch_size=cfg.eval_batch_size,
             )
+        self.ref = self.pair_logprobs(range(len(self.enc)), None, "reference")
+        if self.eval_enc:
+            n = len(self.enc)
+            self.eval_ref = self.pair_logprobs(range(n, n + len(self.eval_enc)), None, "reference")
+
+    def batch_logprobs(self, idx: Sequence[int], hooks: Hooks) -> Tensor:
+        """``[matching_1..B, not_matching_1..B]`` log-probs of pairs ``idx`` (indices into
+        the training pairs, then the held-out ones) steered by ``hooks``: from the cached
+        residual when there is one, else a full forward. Differentiable."""
+        if self.prefix is not None:
+            return self.prefix.logprobs(idx, hooks)
+        every = [*self.enc, *self.eval_enc]
+        return batch_logprobs(self.model, [every[i] for i in idx], hooks)
+
+    @torch.no_grad()
+    def pair_logprobs(
+        self,
+        indices: Sequence[int],
+        factory: Callable[[], Hooks] | None,
+        desc: str | None = None,
+    ) -> Tensor:
+        """``[n, 2]`` log-probs of the pairs ``indices``, batched by length, no gradient."""
+        cfg = self.cfg
+        if self.prefix is None:
+            every = [*self.enc, *self.eval_enc]
+            return pair_logprobs(
+                self.model,
+                [every[i] for i in indices],
+                factory,
+                cfg.eval_batch_size,
+                cfg.progress and desc is not None,
+                desc or "log-probs",
+            )
+        indices = list(indices)
+        out = torch.zeros(len(indices), 2)
+        lengths = [self.prefix.encoded[i].length for i in indices]
+        for chunk in length_buckets(lengths, cfg.eval_batch_size):
+            hooks = factory() if factory is not None else ()
+            lp = self.prefix.logprobs([indices[j] for j in chunk], hooks).cpu()
+            out[chunk, 0] = lp[: len(chunk)]
+            out[chunk, 1] = lp[len(chunk) :]
+        return out
 
     #: the ``method`` recorded in the vector's metadata
     method = "bipo"
@@ -430,7 +504,14 @@ class BiPOTrainer:
         assert self.ref is not None, "call prepare() first"
         batch = [self.enc[i] for i in idx]
         loss, _ = bipo_loss(
-            self.model, batch, self.hook_names, self.params, d, self.cfg.beta, self.ref[list(idx)]
+            self.model,
+            batch,
+            self.hook_names,
+            self.params,
+            d,
+            self.cfg.beta,
+            self.ref[list(idx)],
+            logprobs_fn=lambda hooks: self.batch_logprobs(idx, hooks),
         )
         return loss
 
@@ -470,9 +551,15 @@ class BiPOTrainer:
             "norm": float(torch.stack([p.detach().norm() for p in self.params]).norm()),
         }
         if self.eval_enc and self.eval_ref is not None:
+            n = len(self.enc)
+            held_out = range(n, n + len(self.eval_enc))
             record.update(
                 _evaluate(
-                    self.model, self.eval_enc, self.eval_ref, self.hook_names, self.params, self.cfg
+                    lambda factory: self.pair_logprobs(held_out, factory),
+                    self.eval_ref,
+                    self.hook_names,
+                    self.params,
+                    self.cfg,
                 )
             )
         state.seconds += time.perf_counter() - started

@@ -319,6 +319,14 @@ def packed_logprobs(
         attention_mask=packed.attention_mask,
         position_ids=packed.position_ids,
     )
+    return sum_answer_logprobs(sel_logits, packed)
+
+
+def sum_answer_logprobs(
+    sel_logits: Float[Tensor, "tokens vocab"], packed: PackedPairs
+) -> Float[Tensor, " rows"]:
+    """Per-answer sums of the log-probabilities of ``packed.targets`` under ``sel_logits``
+    (the logits at ``packed.source``), in fp32."""
     token_lp = torch.log_softmax(sel_logits.float(), dim=-1)
     token_lp = token_lp.gather(-1, packed.targets[:, None])[:, 0]
     out = torch.zeros(packed.n_out, dtype=token_lp.dtype, device=token_lp.device)

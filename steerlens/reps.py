@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.bipo import BiPOConfig, BiPOTrainer
+from steerlens.bipo import BiPOConfig, BiPOTrainer, LogprobsFn
 from steerlens.data import PreferencePair
 from steerlens.errors import ConfigError
 from steerlens.logprobs import EncodedPair, batch_logprobs
@@ -104,11 +104,15 @@ def reps_loss(
     vectors: Sequence[Float[Tensor, " d_model"]],
     alpha: float,
     ref: Float[Tensor, "batch 2"],
+    *,
+    logprobs_fn: LogprobsFn | None = None,
 ) -> tuple[Float[Tensor, ""], Float[Tensor, " batch"], Float[Tensor, " batch"]]:
     """The RePS loss on one batch, and the per-pair ``Delta+`` and ``Delta-``.
 
     ``ref`` holds the unsteered summed ``[log p(y_c|x), log p(y|x)]`` per pair (matching,
     not matching); divided by the answers' lengths it sets beta+ and beta-.
+    ``logprobs_fn(hooks)``, if given, replaces ``batch_logprobs(model, batch, hooks)`` (as in
+    :func:`~steerlens.bipo.bipo_loss`).
 
     Examples:
         >>> import torch, steerlens as sl
@@ -129,8 +133,9 @@ def reps_loss(
         (n, SteerHook(v, float(alpha), "all")) for n, v in zip(hook_names, vectors, strict=True)
     ]
     null = [(n, NullHook(v)) for n, v in zip(hook_names, vectors, strict=True)]
-    lp_plus = batch_logprobs(model, batch, steer)
-    lp_null = batch_logprobs(model, batch, null)
+    score = logprobs_fn or (lambda hooks: batch_logprobs(model, batch, hooks))
+    lp_plus = score(steer)
+    lp_null = score(null)
     ref = ref.to(lp_plus.device, lp_plus.dtype)
     n_c, n_y = n_c.to(lp_plus.device), n_y.to(lp_plus.device)
     ref_c, ref_y = ref[:, 0] / n_c, ref[:, 1] / n_y  # per-token, like the terms they scale
@@ -161,7 +166,13 @@ class RePSTrainer(BiPOTrainer):
         batch = [self.enc[i] for i in idx]
         alpha = float(self.alphas[step_in_epoch])
         loss, _, _ = reps_loss(
-            self.model, batch, self.hook_names, self.params, alpha, self.ref[list(idx)]
+            self.model,
+            batch,
+            self.hook_names,
+            self.params,
+            alpha,
+            self.ref[list(idx)],
+            logprobs_fn=lambda hooks: self.batch_logprobs(idx, hooks),
         )
         return loss
 

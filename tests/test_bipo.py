@@ -102,16 +102,18 @@ def test_metadata_records_config_and_history(tiny, pairs):
         assert all(math.isfinite(h[key]) for h in hist), key
 
 
-def test_reference_is_computed_once(tiny, pairs, monkeypatch):
+@pytest.mark.parametrize("cache_mb", [0.0, 1024.0])
+def test_reference_is_computed_once(tiny, pairs, monkeypatch, cache_mb):
     calls = []
-    real = bipo_mod.pair_logprobs
+    real = bipo_mod.BiPOTrainer.pair_logprobs
 
-    def spy(model, enc, factory=None, *a, **k):
+    def spy(self, indices, factory, *a, **k):
         calls.append(factory)
-        return real(model, enc, factory, *a, **k)
+        return real(self, indices, factory, *a, **k)
 
-    monkeypatch.setattr(bipo_mod, "pair_logprobs", spy)
-    sl.train_bipo(tiny, pairs[:8], layers=1, config=sl.BiPOConfig(epochs=3, **FAST))
+    monkeypatch.setattr(bipo_mod.BiPOTrainer, "pair_logprobs", spy)
+    cfg = sl.BiPOConfig(epochs=3, cache_mb=cache_mb, **FAST)
+    sl.train_bipo(tiny, pairs[:8], layers=1, config=cfg)
     assert calls == [None]  # one unsteered pass over the training pairs, for all 3 epochs
 
 

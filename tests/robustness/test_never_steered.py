@@ -24,8 +24,9 @@ def test_exception_inside_apply(tiny):
     assert _clean(tiny)
 
 
-def test_exception_inside_training(tiny, monkeypatch):
-    real = bipo_mod.batch_logprobs
+@pytest.mark.parametrize("cache_mb", [0.0, 1024.0])
+def test_exception_inside_training(tiny, monkeypatch, cache_mb):
+    real = bipo_mod.BiPOTrainer.batch_logprobs
     calls = {"n": 0}
 
     def boom(*a, **k):
@@ -34,10 +35,11 @@ def test_exception_inside_training(tiny, monkeypatch):
             raise RuntimeError("boom in the forward")
         return real(*a, **k)
 
-    monkeypatch.setattr(bipo_mod, "batch_logprobs", boom)
+    monkeypatch.setattr(bipo_mod.BiPOTrainer, "batch_logprobs", boom)
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:8]
+    cfg = sl.BiPOConfig(epochs=1, progress=False, cache_mb=cache_mb)
     with pytest.raises(RuntimeError, match="boom"):
-        sl.train_bipo(tiny, pairs, layers=1, config=sl.BiPOConfig(epochs=1, progress=False))
+        sl.train_bipo(tiny, pairs, layers=1, config=cfg)
     assert _clean(tiny)
     assert not any(p.requires_grad for p in tiny.parameters())
 
