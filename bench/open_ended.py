@@ -1,17 +1,22 @@
-"""Open-ended steering results: BiPO, CAA, PCA and prompting, judged offline, with coherence.
+"""Open-ended steering results: BiPO, RePS, CAA, PCA and prompting, judged offline, with
+coherence and held-out preference margins.
 
 For each behaviour: an offline judge (MiniLM embeddings + logistic regression, held-out
-accuracy reported) is fit on the behaviour's training pairs; BiPO (quick recipe), CAA and PCA
-(uncentred) vectors are built from the same training pairs at each layer; each answers the
+accuracy reported) is fit on the behaviour's training pairs; BiPO and RePS (quick recipe), CAA
+and PCA (uncentred) vectors are built from the same training pairs at each layer; each answers the
 behaviour's open-ended questions (greedy) at each multiplier, at its natural norm and rescaled
 to BiPO's norm (equal norm); the prompting baseline answers the same questions with a
 behaviour-instructing system prompt (toward = +1, away = -1). Every score has its coherence
-beside it (perplexity of the answer under the unsteered model, distinct-2). Writes
-docs/results.md, docs/data/open_ended*.csv and docs/img/open_ended_*.png.
+beside it (perplexity of the answer under the unsteered model, distinct-2), and every vector
+its held-out preference margin. Writes docs/results.md, docs/data/open_ended*.csv and
+docs/img/open_ended_*.png.
 
     python bench/open_ended.py --quick     # power-seeking + hallucination, smaller, a smoke run
     python bench/open_ended.py             # all seven behaviours, layer sweep on power-seeking
     python bench/open_ended.py --render    # rewrite the page from docs/data/open_ended.csv
+    python bench/open_ended.py --only reps # add one method's rows to the existing page: every
+                                           # vector is retrained (margins for all), only RePS
+                                           # answers the questions
 
 Behaviours: power-seeking and hallucination (../shared/data/bipo: judge and vectors from
 train.csv, questions from test_infer.csv), corrigible-neutral-HHH, survival-instinct,
@@ -47,10 +52,13 @@ CSV = DOCS / "data" / "open_ended.csv"
 JUDGES = DOCS / "data" / "open_ended_judges.csv"
 META = DOCS / "data" / "open_ended_meta.json"
 SAMPLES = DOCS / "data" / "open_ended_samples.csv"
+MARGINS = DOCS / "data" / "open_ended_margins.csv"
+VECTOR_METHODS = ("bipo", "reps", "caa", "pca")
+N_MARGIN = 32  # held-out pairs per behaviour for the margins
 
 
 def set_output(folder: Path) -> None:
-    global DOCS, CSV, JUDGES, META, SAMPLES
+    global DOCS, CSV, JUDGES, META, SAMPLES, MARGINS
     DOCS = folder
     for sub in ("data", "img"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -59,19 +67,26 @@ def set_output(folder: Path) -> None:
         folder / "data" / "open_ended_meta.json",
         folder / "data" / "open_ended_samples.csv",
     )
+    MARGINS = folder / "data" / "open_ended_margins.csv"
 
 
 def load_behaviour(d: Path, b: str, n_train: int, n_prompts: int):
+    """All training pairs, the first ``n_train``, the questions, the prompting key and
+    ``N_MARGIN`` held-out pairs (BiPO data: ``test.csv``; CAA data: the items after the
+    training ones)."""
     if b in BIPO_BEHAVIOURS:
         all_pairs = sl.load_pairs(d / f"bipo/{b}/train.csv", invalid="skip", duplicates="ignore")
         prompts = sl.load_prompts(d / f"bipo/{b}/test_infer.csv")
+        held = sl.load_pairs(d / f"bipo/{b}/test.csv", invalid="skip", duplicates="ignore")
         prompting_key = b
     else:
         name = b.removesuffix("-caa")
         all_pairs = sl.load_pairs(d / f"caa/generate/{name}/generate_dataset.json")
         prompts = sl.load_prompts(d / f"caa/test/{name}/test_dataset_open_ended.json")
+        held = all_pairs[n_train:]
         prompting_key = name
-    return all_pairs, all_pairs[:n_train], prompts[:n_prompts], prompting_key
+    held = held[:N_MARGIN]
+    return all_pairs, all_pairs[:n_train], prompts[:n_prompts], prompting_key, held
 
 
 def rescale(v: sl.SteeringVector, norm: float) -> sl.SteeringVector:
@@ -102,6 +117,13 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--render", action="store_true", help="only rewrite the page from the CSV")
     ap.add_argument("--out", default=None, help="write under this folder instead of docs/")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated vector methods to score open-ended and add to the existing "
+        "CSVs (their old rows replaced; prompting and the other methods' answers kept); "
+        "margins are recomputed for every vector",
+    )
     args = ap.parse_args()
     if args.out:
         set_output(Path(args.out))
@@ -118,16 +140,19 @@ def main() -> None:
         else [*BIPO_BEHAVIOURS, *CAA_BEHAVIOURS, "hallucination-caa"]
     )
     mults = [float(m) for m in args.multipliers.split(",")]
+    scored = set(args.only.split(",")) if args.only else set(VECTOR_METHODS)
+    if not scored <= set(VECTOR_METHODS):
+        sys.exit(f"--only: unknown methods {sorted(scored - set(VECTOR_METHODS))}")
     sweep_b = {b for b in args.sweep_behaviours.split(",") if b}
     d = require_shared()
     t_all = time.perf_counter()
     model = sl.load_model(device=args.device)
-    rows, judges, samples = [], [], []
+    rows, judges, samples, margins = [], [], [], []
     timings: dict[str, int] = {}
     common = dict(max_new_tokens=args.tokens, batch_size=8)
     for b in behaviours:
         t0 = time.perf_counter()
-        all_pairs, train, prompts, pkey = load_behaviour(d, b, args.train, args.prompts)
+        all_pairs, train, prompts, pkey, held = load_behaviour(d, b, args.train, args.prompts)
         judge = sl.BehaviourJudge.fit(all_pairs)
         judges.append(
             {
@@ -141,22 +166,31 @@ def main() -> None:
         base = sl.open_ended_score(
             model, None, prompts, judge, multipliers=(0,), **common, per_item=True
         )
-        prompt_items = sl.prompting_score(
-            model, prompts, judge, behaviour=pkey, **common, per_item=True
-        )
-        for _, r in summarize_open_ended(prompt_items).iterrows():
-            rows.append(
-                {"dataset": b, "layer": "-", "scaling": "-", "norm": float("nan"), **r.to_dict()}
+        if not args.only:
+            prompt_items = sl.prompting_score(
+                model, prompts, judge, behaviour=pkey, **common, per_item=True
             )
-        samples.append(prompt_items.assign(dataset=b, layer="-", scaling="-"))
+            for _, r in summarize_open_ended(prompt_items).iterrows():
+                rows.append(
+                    {
+                        "dataset": b,
+                        "layer": "-",
+                        "scaling": "-",
+                        "norm": float("nan"),
+                        **r.to_dict(),
+                    }
+                )
+            samples.append(prompt_items.assign(dataset=b, layer="-", scaling="-"))
         layers = [args.layer] + (
             [int(x) for x in args.sweep_layers.split(",")] if b in sweep_b else []
         )
         is_ab = all_pairs[0].is_ab
         for layer in layers:
             cfg = sl.BiPOConfig(epochs=args.epochs, lr=1e-2, warmup_steps=0, progress=False)
+            rcfg = sl.RePSConfig(epochs=args.epochs, lr=1e-2, warmup_steps=0, progress=False)
             vecs = {
                 "bipo": sl.train_bipo(model, train, layers=layer, config=cfg),
+                "reps": sl.train_reps(model, train, layers=layer, config=rcfg),
                 "caa": sl.caa_vector(model, train, layers=layer, balance_letters=is_ab),
                 "pca": sl.pca_vector(model, train, layers=layer),
             }
@@ -167,6 +201,14 @@ def main() -> None:
             todo = [(name, "natural", v) for name, v in vecs.items()]
             todo += [(n, "equal", rescale(v, ref_norm)) for n, v in vecs.items() if n != "bipo"]
             for name, scaling, v in todo:
+                (norm,) = v.norms().values()
+                mg = sl.preference_margin(model, v, held, multipliers=[*mults, 0], progress=False)
+                margins += [
+                    {"dataset": b, "method": name, "layer": layer, "scaling": scaling, **r}
+                    for r in mg.assign(norm=norm).to_dict("records")
+                ]
+                if name not in scored and not name.endswith("-full"):
+                    continue
                 items = sl.open_ended_score(
                     model,
                     v,
@@ -178,7 +220,6 @@ def main() -> None:
                     per_item=True,
                 )
                 items = pd.concat([items, base.assign(method=name)], ignore_index=True)
-                (norm,) = v.norms().values()
                 for _, r in summarize_open_ended(items).iterrows():
                     rows.append(
                         {
@@ -192,11 +233,28 @@ def main() -> None:
                 samples.append(items.assign(dataset=b, layer=layer, scaling=scaling))
             print(f"[{b}] layer {layer} done ({time.perf_counter() - t0:.0f} s)", flush=True)
         timings[b] = round(time.perf_counter() - t0)
-        pd.DataFrame(rows).to_csv(CSV, index=False)  # progress is kept as the run goes
+        if not args.only:
+            pd.DataFrame(rows).to_csv(CSV, index=False)  # progress is kept as the run goes
     seconds = time.perf_counter() - t_all
     CSV.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(CSV, index=False)
-    pd.DataFrame(judges).to_csv(JUDGES, index=False)
+    new_rows, new_margins = pd.DataFrame(rows), pd.DataFrame(margins)
+    if args.only:  # replace the re-scored methods' rows of these behaviours, keep the rest
+        done = set(behaviours)
+        old = pd.read_csv(CSV)
+        old = old[~(old["dataset"].isin(done) & old["method"].isin(scored))]
+        new_rows = pd.concat([old, new_rows], ignore_index=True)
+        if MARGINS.exists():
+            old_m = pd.read_csv(MARGINS)
+            new_margins = pd.concat(
+                [old_m[~old_m["dataset"].isin(done)], new_margins], ignore_index=True
+            )
+        old_s = pd.read_csv(SAMPLES)
+        old_s = old_s[~(old_s["dataset"].isin(done) & old_s["method"].isin(scored))]
+        samples = [old_s, *samples]
+    new_rows.to_csv(CSV, index=False)
+    new_margins.to_csv(MARGINS, index=False)
+    if not args.only:
+        pd.DataFrame(judges).to_csv(JUDGES, index=False)
     keep = [
         "dataset",
         "method",
@@ -209,11 +267,26 @@ def main() -> None:
         "perplexity",
     ]
     pd.concat(samples)[keep].to_csv(SAMPLES, index=False)
-    cmd = "python bench/open_ended.py " + " ".join(sys.argv[1:])
+    cmd = ("python bench/open_ended.py " + " ".join(sys.argv[1:])).strip()
+    if args.only:  # the page keeps the full run's settings and records this pass beside them
+        meta = json.loads(META.read_text())
+        meta.setdefault("added", []).append(
+            {
+                "command": cmd,
+                "commit": git_rev(),
+                "seconds": round(seconds),
+                "methods": sorted(scored),
+                "behaviours": behaviours,
+            }
+        )
+        META.write_text(json.dumps(meta, indent=1))
+        render()
+        print(f"done in {seconds / 60:.1f} min", flush=True)
+        return
     META.write_text(
         json.dumps(
             {
-                "command": cmd.strip(),
+                "command": cmd,
                 "commit": git_rev(),
                 "machine": machine(),
                 "seconds": round(seconds),
@@ -276,14 +349,17 @@ def render() -> None:
         wins.append(
             {
                 "dataset": b,
-                **{m: r.get(m, float("nan")) for m in ("bipo", "caa", "pca", "prompt")},
+                **{m: r.get(m, float("nan")) for m in (*VECTOR_METHODS, "prompt")},
             }
         )
     wins_df = pd.DataFrame(wins)
     n = len(wins_df)
     bipo_beats_caa = int((wins_df["bipo"] > wins_df["caa"]).sum())
     bipo_beats_pca = int((wins_df["bipo"] > wins_df["pca"]).sum())
-    prompt_beats_all = int((wins_df["prompt"] > wins_df[["bipo", "caa", "pca"]].max(axis=1)).sum())
+    reps_beats_bipo = int((wins_df["reps"] > wins_df["bipo"]).sum())
+    n_reps = int(wins_df["reps"].notna().sum())
+    prompt_beats_all = int((wins_df["prompt"] > wins_df[list(VECTOR_METHODS)].max(axis=1)).sum())
+    margin_nat, margin_eq = margin_tables(meta)
     best = (
         table[table["method"] != "prompt"][table["scaling"] == "natural"]
         .sort_values("range", ascending=False)
@@ -299,12 +375,16 @@ def render() -> None:
     except Exception as e:  # noqa: BLE001 - plots are optional on a headless machine
         print(f"plots skipped: {e}")
     cols_nat = [c for c in natural.columns if c not in ("layer", "scaling")]
+    best = best.merge(
+        margin_range(), on=["dataset", "method", "layer", "scaling"], how="left"
+    ).rename(columns={"margin range": "margin range (nats)"})
     text = f"""# Results: open-ended steering on SmolLM2-135M-Instruct
 
 What a steering vector makes the model **say**, judged offline, with coherence beside every
-score, for BiPO, CAA, PCA (uncentred) and the prompting baseline. Regenerate with
-`{meta["command"]}` (commit {meta["commit"]}, {mins:.0f} minutes on
-{meta["device"]}; `--render` rewrites this page from `docs/data/open_ended*.csv`).
+score, for BiPO, RePS, CAA, PCA (uncentred) and the prompting baseline, and each vector's
+held-out preference margin. Regenerate with `{meta["command"]}` (commit {meta["commit"]},
+{mins:.0f} minutes on {meta["device"]}; `--render` rewrites this page from
+`docs/data/open_ended*.csv`). {added_note(meta)}
 Machine: {meta["machine"]}. {meta.get("note", "")}
 
 ## Protocol
@@ -316,9 +396,11 @@ Machine: {meta["machine"]}. {meta.get("note", "")}
   answers.
 - **Vectors**: the first {meta["train"]} training pairs, layer {meta["layer"]}
   (`blocks.{meta["layer"]}.hook_resid_post`). BiPO quick recipe: {meta["epochs"]} epochs,
-  batch 4, lr 1e-2, no warm-up, clip 1.0. CAA: mean difference (A/B data: at the answer
+  batch 4, lr 1e-2, no warm-up, clip 1.0. RePS (`sl.train_reps`): the same recipe and
+  pairs, steering factors drawn from 1, 2, 4. CAA: mean difference (A/B data: at the answer
   letter, letter-balanced). PCA: top right singular vector of the uncentred differences,
-  scaled to their mean projection. **Equal norm**: CAA and PCA rescaled to BiPO's norm.
+  scaled to their mean projection. **Equal norm**: RePS, CAA and PCA rescaled to BiPO's
+  norm.
 - **Generation**: greedy, {meta["tokens"]} new tokens, chat template with the default system
   prompt, the first {meta["prompts"]} open-ended questions (BiPO behaviours: `test_infer.csv`
   questions; CAA behaviours: `test_dataset_open_ended.json`), vectors added at every position
@@ -346,11 +428,27 @@ Machine: {meta["machine"]}. {meta.get("note", "")}
 {md_table(natural[cols_nat])}
 
 BiPO's range exceeds CAA's on **{bipo_beats_caa} of {n}** behaviours and PCA's on
-**{bipo_beats_pca} of {n}**; prompting beats every vector on **{prompt_beats_all} of {n}**.
+**{bipo_beats_pca} of {n}**; RePS's exceeds BiPO's on **{reps_beats_bipo} of {n_reps}**;
+prompting beats every vector on **{prompt_beats_all} of {n}**.
 
-## Equal norm (CAA and PCA rescaled to BiPO's norm)
+## Equal norm (RePS, CAA and PCA rescaled to BiPO's norm)
 
 {md_table(equal[cols_nat])}
+
+## Held-out preference margin at layer {meta["layer"]}
+
+`sl.preference_margin` on {N_MARGIN} held-out pairs per behaviour (BiPO data: `test.csv`;
+CAA data: items after the training ones): mean log p(matching) - log p(not matching) in
+nats, at the lowest multiplier, 0 and the highest; `monotonic`: the margin rises with the
+multiplier. The unsteered `m0` is the same for every method.
+
+Natural norm:
+
+{md_table(margin_nat)}
+
+Equal norm (rescaled to BiPO's norm):
+
+{md_table(margin_eq)}
 
 ## Each method at its best layer
 
@@ -386,6 +484,66 @@ margin, utility and KL tables are in [results on margins and A/B items](results_
     print("wrote docs/results.md")
 
 
+def added_note(meta: dict) -> str:
+    """One sentence per ``--only`` pass that added methods to the page."""
+    return " ".join(
+        f"The {', '.join(a['methods'])} rows and the margins were added by `{a['command']}` "
+        f"(commit {a['commit']}, {a['seconds'] / 60:.0f} minutes), which retrains every vector "
+        "with the same settings."
+        for a in meta.get("added", [])
+    )
+
+
+def _margin_rows() -> pd.DataFrame:
+    if not MARGINS.exists():
+        return pd.DataFrame(columns=["dataset", "method", "layer", "scaling", "multiplier"])
+    m = pd.read_csv(MARGINS)
+    m["layer"] = m["layer"].astype(str)
+    return m
+
+
+def margin_range() -> pd.DataFrame:
+    """Margin at the highest multiplier minus at the lowest, per vector."""
+    out = []
+    for key, g in _margin_rows().groupby(["dataset", "method", "layer", "scaling"], sort=False):
+        g = g.sort_values("multiplier")
+        out.append(
+            {
+                **dict(zip(["dataset", "method", "layer", "scaling"], key, strict=True)),
+                "margin range": g["margin"].iloc[-1] - g["margin"].iloc[0],
+            }
+        )
+    cols = ["dataset", "method", "layer", "scaling", "margin range"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def margin_tables(meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Margins at the page's layer: natural and equal norm (BiPO in both)."""
+    m = _margin_rows()
+    m = m[m["layer"] == str(meta["layer"])]
+    out = []
+    for key, g in m.groupby(["dataset", "method", "scaling"], sort=False):
+        g = g.sort_values("multiplier")
+        zero = g[g["multiplier"] == 0]["margin"]
+        out.append(
+            {
+                **dict(zip(["dataset", "method", "scaling"], key, strict=True)),
+                "norm": g["norm"].iloc[0],
+                "m-": g["margin"].iloc[0],
+                "m0": zero.iloc[0] if len(zero) else float("nan"),
+                "m+": g["margin"].iloc[-1],
+                "range": g["margin"].iloc[-1] - g["margin"].iloc[0],
+                "monotonic": bool(g["margin"].is_monotonic_increasing),
+            }
+        )
+    t = pd.DataFrame(out)
+    if t.empty:
+        return t, t
+    nat = t[t["scaling"] == "natural"].drop(columns=["scaling"])
+    eq = t[(t["scaling"] == "equal") | (t["method"] == "bipo")].drop(columns=["scaling"])
+    return nat, eq
+
+
 def judge_caveat(judges: pd.DataFrame) -> str:
     weak = judges[judges["judge_accuracy"] < 0.6]
     if weak.empty:
@@ -404,7 +562,7 @@ def conclusions(wins: pd.DataFrame, natural: pd.DataFrame) -> str:
     lines = []
     for _, w in wins.iterrows():
         ranked = sorted(
-            ((m, w[m]) for m in ("bipo", "caa", "pca", "prompt") if pd.notna(w[m])),
+            ((m, w[m]) for m in (*VECTOR_METHODS, "prompt") if pd.notna(w[m])),
             key=lambda t: -t[1],
         )
         order = " > ".join(f"{m} ({r:+.2f})" for m, r in ranked)

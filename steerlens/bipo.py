@@ -46,8 +46,8 @@ from steerlens.fileio import atomic_write, read_safetensors
 from steerlens.hooks import check_hook_site, model_device, model_name, resid_hook
 from steerlens.logprobs import (
     EncodedPair,
-    batch_logprobs,
     Hooks,
+    batch_logprobs,
     encode_pairs,
     length_buckets,
     pair_logprobs,

@@ -1,41 +1,54 @@
 """RePS: Reference-free Preference Steering (Wu et al. 2025, arXiv 2505.20809), beside BiPO.
 
 For a prompt x, the behaviour-matching answer y_c (the paper's steered response) and the
-opposite answer y (its original response), with length-normalised log-likelihoods
-``l(r) = log p(r | x) / |r|`` under the steered model, each step minimises
+opposite answer y (its original response), each step minimises
 
-    -log sigmoid(Delta+) - log sigmoid(Delta-)
+    ( -log sigmoid(Delta+) - log sigmoid(Delta-) ) / 2
 
-    Delta+ = beta+ * l+(y_c) - l+(y)     steered by  h <- h + alpha * v   (alpha > 0 sampled)
-    Delta- = beta- * l-(y)   - l-(y_c)   nulled by   h <- h - (h . v_hat) v_hat
-    beta+  = max(l0(y) - l0(y_c), 1)
-    beta-  = max(l0(y_c) - l0(y), 1)
+    Delta+ = beta+ * log p+(y_c|x) / |x y_c|  -  log p+(y|x) / |x y|
+             steered by  h <- h + alpha * v           (alpha > 0 drawn from ``factors``)
+    Delta- = beta- * log p-(y|x) / |x y|  -  log p-(y_c|x) / |x y_c|
+             nulled by   h <- h - relu(h . v) / |v|^2 * v
+    beta+  = max(log p(y|x) - log p(y_c|x), 1)
+    beta-  = max(log p(y_c|x) - log p(y|x), 1)
 
-with ``l0`` the same length-normalised log-likelihood under the unsteered model ``p``
-(computed once, like BiPO's reference). Unlike
-BiPO there is no reference log-ratio inside Delta (reference-free, after SimPO), and the two
-directions are asymmetric: towards the behaviour by adding the vector, away from it by
-removing the vector's direction from the residual stream.
+with log-probs summed over answer tokens, ``|x r|`` the length of the whole row (prompt and
+answer, as the attention mask counts it), and ``p`` the unsteered model (computed once, like
+BiPO's reference). Unlike BiPO there is no reference log-ratio inside Delta (reference-free,
+after SimPO), and the two directions are asymmetric: towards the behaviour by adding the
+vector, away from it by removing the vector's positive component from the residual stream.
 
-Sources and the choices made where the public sources could not settle a detail:
+Sources. The paper (arXiv 2505.20809, section 3: the RePS objective) and the authors' code
+as released with AxBench; the file read for this module is the copy in the public fork
+``clarenceluo78/axbench`` (commit 228969a), because the ``stanfordnlp/axbench`` copy in the
+index this was built from lacks the preference-model files:
 
-* The objective (the paper's Eq. for Delta+ / Delta- and the sum of the two log-sigmoid terms)
-  as summarised from arXiv 2505.20809 section 3; the authors' released code (github.com/
-  stanfordnlp/axbench) was not available in the index this was built from, so no file and
-  line can be cited, and the details below are this implementation's choices.
-* ``Phi_Null`` for a steering vector: removing the component along the vector's unit
-  direction (``h - (h . v_hat) v_hat``), the usual "nulling" of a direction. The paper states
-  only that the intervention nulls the steering direction.
-* The positive factor alpha is drawn per step, uniformly from ``RePSConfig.factors``; the
-  paper samples it from a set of factors whose exact values for this setting are not given.
-* beta+ and beta- compare length-normalised log-likelihoods, like the terms they scale. The
-  summary of the paper writes ``log p(y|x) - log p(y_c|x)`` without saying whether it is
-  normalised; with summed log-probs beta+ reaches 10-30 on this project's pairs, the
-  objective becomes a plain likelihood objective on y_c and, on SmolLM2 power-seeking, moved
-  the held-out margin the wrong way (-0.07 nats per unit multiplier); normalised, beta is 1
-  unless the unsteered model strongly prefers one answer per token.
-* No extra temperature or margin (SimPO's beta and gamma) is applied to Delta.
-* Positions: every position, as BiPO (the intervention sites of AxBench's prompts differ).
+* ``axbench/models/preference_model.py``, ``preference_loss(..., loss_type="scaled_simpo")``
+  (about lines 95-110): ``max(ref_logratios_reverse * simpo_scaler, 1) / winning_lens *
+  policy_chosen_logps - 1 / losing_lens * policy_rejected_logps`` inside ``-logsigmoid``;
+  ``ref_logratios_reverse = reference_rejected_logps - reference_chosen_logps``; log-probs
+  from ``_get_batch_logps(..., average_log_prob=False)`` (sums); ``winning_lens =
+  attention_mask.sum(-1)`` (whole rows); the loss is the mean over all rows of the batch,
+  "add" and "sub" examples together (hence the ``/ 2`` here).
+* ``axbench/models/interventions.py``, ``PreferenceVectorIntervention.forward``: ``h +
+  factor * v`` for a non-zero factor; factor 0 ("null it out" training) gives ``h -
+  relu(h . v) / |v|^2 * v``.
+* ``axbench/scripts/args/training_args.py``: defaults ``loss_type="scaled_simpo"``,
+  ``simpo_scaler=1.0`` (``beta_scale`` here), ``substraction_type="null_it_out"``,
+  ``max_grad_norm=1.0``.
+
+What could not be settled, and the choices made:
+
+* The intervention's learned scalar bias (``proj.bias``, added to the factor and inside the
+  relu) is left out: a steerlens vector is a direction and a norm, nothing else.
+* Factors: the code draws one per example row (``random.choice(steering_factors)``);
+  here one is drawn per step from ``RePSConfig.factors`` and shared by the pair, because both
+  answers continue one packed prompt. The values for this setting are not given; (1, 2, 4)
+  by default.
+* Initialisation: the code starts from ``nn.Linear``'s random weights; here from zero, like
+  BiPO (at v = 0 the nulling term is exactly h).
+* Positions: every position (prompt and answer), as BiPO; AxBench's own intervention sites
+  depend on its data module.
 
 Examples:
     >>> import steerlens as sl
@@ -68,8 +81,9 @@ from steerlens.vector import SteerHook, SteeringVector
 @dataclass
 class RePSConfig(BiPOConfig):
     """Settings of :func:`train_reps`: BiPO's (lr, schedule, batch, clipping, ...) plus
-    ``factors``, the positive steering factors alpha drawn from at each step. ``beta`` is
-    not used (RePS scales by beta+ and beta- computed from the unsteered model).
+    ``factors``, the positive steering factors alpha drawn from at each step, and
+    ``beta_scale`` (the authors' ``simpo_scaler``, 1.0). ``beta`` is not used (RePS scales by
+    beta+ and beta- computed from the unsteered model).
 
     Examples:
         >>> RePSConfig(epochs=2).factors
@@ -77,24 +91,35 @@ class RePSConfig(BiPOConfig):
     """
 
     factors: tuple[float, ...] = (1.0, 2.0, 4.0)
+    beta_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.factors = tuple(float(f) for f in self.factors)
         if not self.factors or any(not (f > 0) for f in self.factors):
             raise ConfigError(f"RePSConfig.factors must be positive numbers, got {self.factors!r}")
+        if not (isinstance(self.beta_scale, (int, float)) and self.beta_scale > 0):
+            raise ConfigError(f"RePSConfig.beta_scale must be > 0, got {self.beta_scale!r}")
 
 
 class NullHook:
-    """Removes the component along ``vector``'s unit direction: ``h - (h . v_hat) v_hat``."""
+    """Removes the positive component along ``vector``: ``h - relu(h . v) / |v|^2 * v``
+    (AxBench's ``PreferenceVectorIntervention`` at factor 0). At v = 0 it leaves h alone.
+
+    Examples:
+        >>> import torch
+        >>> NullHook(torch.tensor([2.0, 0.0]))(torch.tensor([[3.0, 1.0], [-3.0, 1.0]]), None)
+        tensor([[ 0.,  1.],
+                [-3.,  1.]])
+    """
 
     def __init__(self, vector: Tensor) -> None:
         self.vector = vector
 
     def __call__(self, act: Tensor, hook: Any) -> Tensor:
         v = self.vector.to(device=act.device, dtype=act.dtype)
-        unit = v / v.norm().clamp_min(1e-12)
-        return act - (act @ unit).unsqueeze(-1) * unit
+        coef = torch.relu(act @ v) / (v @ v).clamp_min(1e-12)
+        return act - coef.unsqueeze(-1) * v
 
 
 def reps_loss(
@@ -105,12 +130,13 @@ def reps_loss(
     alpha: float,
     ref: Float[Tensor, "batch 2"],
     *,
+    beta_scale: float = 1.0,
     logprobs_fn: LogprobsFn | None = None,
 ) -> tuple[Float[Tensor, ""], Float[Tensor, " batch"], Float[Tensor, " batch"]]:
     """The RePS loss on one batch, and the per-pair ``Delta+`` and ``Delta-``.
 
     ``ref`` holds the unsteered summed ``[log p(y_c|x), log p(y|x)]`` per pair (matching,
-    not matching); divided by the answers' lengths it sets beta+ and beta-.
+    not matching); their difference times ``beta_scale`` sets beta+ and beta-.
     ``logprobs_fn(hooks)``, if given, replaces ``batch_logprobs(model, batch, hooks)`` (as in
     :func:`~steerlens.bipo.bipo_loss`).
 
@@ -127,8 +153,9 @@ def reps_loss(
         (torch.Size([]), torch.Size([1]))
     """
     b = len(batch)
-    n_c = torch.tensor([len(e.matching) for e in batch], dtype=torch.float32)
-    n_y = torch.tensor([len(e.not_matching) for e in batch], dtype=torch.float32)
+    # whole rows, prompt and answer (the authors' attention_mask.sum(-1))
+    n_c = torch.tensor([len(e.prompt) + len(e.matching) for e in batch], dtype=torch.float32)
+    n_y = torch.tensor([len(e.prompt) + len(e.not_matching) for e in batch], dtype=torch.float32)
     steer = [
         (n, SteerHook(v, float(alpha), "all")) for n, v in zip(hook_names, vectors, strict=True)
     ]
@@ -138,12 +165,12 @@ def reps_loss(
     lp_null = score(null)
     ref = ref.to(lp_plus.device, lp_plus.dtype)
     n_c, n_y = n_c.to(lp_plus.device), n_y.to(lp_plus.device)
-    ref_c, ref_y = ref[:, 0] / n_c, ref[:, 1] / n_y  # per-token, like the terms they scale
-    beta_plus = torch.clamp(ref_y - ref_c, min=1.0)
-    beta_minus = torch.clamp(ref_c - ref_y, min=1.0)
+    beta_plus = torch.clamp((ref[:, 1] - ref[:, 0]) * beta_scale, min=1.0)
+    beta_minus = torch.clamp((ref[:, 0] - ref[:, 1]) * beta_scale, min=1.0)
     delta_plus = beta_plus * lp_plus[:b] / n_c - lp_plus[b:] / n_y
     delta_minus = beta_minus * lp_null[b:] / n_y - lp_null[:b] / n_c
-    loss = (-F.logsigmoid(delta_plus) - F.logsigmoid(delta_minus)).mean()
+    # the mean over the batch's "add" and "sub" examples together
+    loss = (-F.logsigmoid(delta_plus) - F.logsigmoid(delta_minus)).mean() / 2
     return loss, delta_plus, delta_minus
 
 
@@ -172,6 +199,7 @@ class RePSTrainer(BiPOTrainer):
             self.params,
             alpha,
             self.ref[list(idx)],
+            beta_scale=self.cfg.beta_scale,  # type: ignore[attr-defined]
             logprobs_fn=lambda hooks: self.batch_logprobs(idx, hooks),
         )
         return loss

@@ -150,7 +150,9 @@ def test_resume_with_the_cache_equals_uninterrupted(tiny, pairs, tmp_path, monke
     data = pairs[:9]
     cfg = sl.BiPOConfig(epochs=2, batch_size=3, checkpoint_every=1, **FAST)
     full = sl.train_bipo(tiny, data, layers=2, config=cfg)
-    no_cache = sl.train_bipo(tiny, data, layers=2, config=sl.BiPOConfig(**{**vars(cfg), "cache_mb": 0}))
+    no_cache = sl.train_bipo(
+        tiny, data, layers=2, config=sl.BiPOConfig(**{**vars(cfg), "cache_mb": 0})
+    )
     ckpt = tmp_path / "run.ckpt"
     real = bipo_mod.bipo_loss
     count = {"n": 0}
