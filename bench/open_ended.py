@@ -105,6 +105,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32, help="max new tokens per answer")
     ap.add_argument("--epochs", type=int, default=4, help="BiPO epochs (quick recipe)")
     ap.add_argument("--layer", type=int, default=12)
+    ap.add_argument(
+        "--reps-lr",
+        type=float,
+        default=3e-2,
+        help="RePS learning rate (at BiPO's 1e-2 it barely moves power-seeking's margin)",
+    )
     ap.add_argument("--sweep-layers", default="8,16", help="extra layers for --sweep-behaviours")
     ap.add_argument("--sweep-behaviours", default="power-seeking")
     ap.add_argument("--multipliers", default="-2,2", help="besides 0 (always scored once)")
@@ -130,6 +136,12 @@ def main() -> None:
     if args.render:
         render()
         return
+    if args.only:  # rows added to a page must be comparable: take the page's settings
+        page = json.loads(META.read_text())
+        for key in ("train", "prompts", "tokens", "epochs", "layer"):
+            setattr(args, key, page[key])
+        args.multipliers = ",".join(f"{m:g}" for m in page["multipliers"])
+        print(f"--only: the page's settings: {page['command']}", flush=True)
     if args.quick:  # smoke run: 2 behaviours, 32 training pairs, 8 questions, no layer sweep
         args.behaviours = args.behaviours or ",".join(BIPO_BEHAVIOURS)
         args.sweep_behaviours = ""
@@ -187,7 +199,9 @@ def main() -> None:
         is_ab = all_pairs[0].is_ab
         for layer in layers:
             cfg = sl.BiPOConfig(epochs=args.epochs, lr=1e-2, warmup_steps=0, progress=False)
-            rcfg = sl.RePSConfig(epochs=args.epochs, lr=1e-2, warmup_steps=0, progress=False)
+            rcfg = sl.RePSConfig(
+                epochs=args.epochs, lr=args.reps_lr, warmup_steps=0, progress=False
+            )
             vecs = {
                 "bipo": sl.train_bipo(model, train, layers=layer, config=cfg),
                 "reps": sl.train_reps(model, train, layers=layer, config=rcfg),
@@ -295,6 +309,7 @@ def main() -> None:
                 "prompts": args.prompts,
                 "tokens": args.tokens,
                 "epochs": args.epochs,
+                "reps_lr": args.reps_lr,
                 "layer": args.layer,
                 "multipliers": mults,
                 "recipe": args.recipe,
@@ -305,6 +320,23 @@ def main() -> None:
     )
     render()
     print(f"done in {seconds / 60:.1f} min", flush=True)
+
+
+METHOD_ORDER = ("prompt", "bipo", "reps", "caa", "pca", "bipo-full")
+
+
+def _ordered(t: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """Rows by behaviour (the run's order), then method (prompting, BiPO, RePS, CAA, PCA)."""
+    if t.empty:
+        return t
+    key_d = t["dataset"].map({d: i for i, d in enumerate(datasets)}).fillna(len(datasets))
+    key_m = t["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(len(METHOD_ORDER))
+    return (
+        t.assign(_d=key_d, _m=key_m)
+        .sort_values(["_d", "_m"], kind="stable")
+        .drop(columns=["_d", "_m"])
+        .reset_index(drop=True)
+    )
 
 
 def _range_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -338,7 +370,7 @@ def render() -> None:
     judges = pd.read_csv(JUDGES)
     meta = json.loads(META.read_text())
     df["layer"] = df["layer"].astype(str)
-    table = _range_table(df)
+    table = _ordered(_range_table(df), list(dict.fromkeys(df["dataset"])))
     at_layer = table[(table["layer"] == str(meta["layer"])) | (table["method"] == "prompt")]
     natural = at_layer[at_layer["scaling"].isin(["natural", "-"])]
     equal = at_layer[at_layer["scaling"].isin(["equal", "-"]) | (at_layer["method"] == "bipo")]
@@ -359,7 +391,9 @@ def render() -> None:
     reps_beats_bipo = int((wins_df["reps"] > wins_df["bipo"]).sum())
     n_reps = int(wins_df["reps"].notna().sum())
     prompt_beats_all = int((wins_df["prompt"] > wins_df[list(VECTOR_METHODS)].max(axis=1)).sum())
-    margin_nat, margin_eq = margin_tables(meta)
+    margin_nat, margin_eq = (
+        _ordered(t, list(dict.fromkeys(df["dataset"]))) for t in margin_tables(meta)
+    )
     best = (
         table[table["method"] != "prompt"][table["scaling"] == "natural"]
         .sort_values("range", ascending=False)
@@ -396,8 +430,9 @@ Machine: {meta["machine"]}. {meta.get("note", "")}
   answers.
 - **Vectors**: the first {meta["train"]} training pairs, layer {meta["layer"]}
   (`blocks.{meta["layer"]}.hook_resid_post`). BiPO quick recipe: {meta["epochs"]} epochs,
-  batch 4, lr 1e-2, no warm-up, clip 1.0. RePS (`sl.train_reps`): the same recipe and
-  pairs, steering factors drawn from 1, 2, 4. CAA: mean difference (A/B data: at the answer
+  batch 4, lr 1e-2, no warm-up, clip 1.0. RePS (`sl.train_reps`, the authors' objective):
+  the same pairs, epochs and schedule at lr {meta.get("reps_lr", 3e-2):g}, steering factors
+  drawn from 1, 2, 4. CAA: mean difference (A/B data: at the answer
   letter, letter-balanced). PCA: top right singular vector of the uncentred differences,
   scaled to their mean projection. **Equal norm**: RePS, CAA and PCA rescaled to BiPO's
   norm.
