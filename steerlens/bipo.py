@@ -636,6 +636,7 @@ class BiPOTrainer:
                         bar.write(_epoch_line(record))
             finally:
                 bar.close()
+                self.prefix = None  # the cache lives as long as one fit (prepare() refills it)
         return self.vector()
 
     def vector(self) -> SteeringVector:

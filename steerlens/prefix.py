@@ -230,18 +230,22 @@ class PrefixCache:
         missing = [i for i in idx if i not in self._store]
         fresh = dict(zip(missing, self._compute(missing), strict=True)) if missing else {}
         for row, i in enumerate(idx):
-            if i in self._store:
-                t = self._store[i]
-            else:
-                t = fresh[i]
-                t = t[: min(t.shape[0], width)]
-            out[row, : t.shape[0]] = t[:width]
+            e = self.encoded[i]
+            n = len(e.prompt) + len(e.matching) + len(e.not_matching)
+            t = self._store[i] if i in self._store else fresh[i][:n]
+            out[row, :n] = t
         return out
 
     def logprobs(self, idx: Sequence[int], fwd_hooks: Hooks = ()) -> Float[Tensor, " rows"]:
         """``[log p(matching_b|x_b) for b] + [log p(not_matching_b|x_b) for b]`` of the pairs
         ``idx``, steered by ``fwd_hooks``: the numbers of
         :func:`~steerlens.logprobs.batch_logprobs`, from the blocks at and above ``start``."""
+        for name, _ in fwd_hooks:
+            first = start_block([name])
+            if first is None or first < self.start:
+                raise ValueError(
+                    f"hook {name!r} acts below block {self.start}, where this cache starts"
+                )
         batch = [self.encoded[i] for i in idx]
         packed = pack_pairs(batch, self.pad, self.device, self.dtype)
         kwargs = block_kwargs(self.model, packed)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from interrupting import fail_at_call
 from reference_logprobs import seq_logprob
 
 import steerlens as sl
@@ -129,19 +130,10 @@ def test_resume_after_interruption_equals_uninterrupted(tiny, pairs, tmp_path, m
     full = sl.train_bipo(tiny, data, layers=2, config=cfg)
 
     ckpt = tmp_path / "run.ckpt"
-    real = bipo_mod.bipo_loss
-    count = {"n": 0}
-
-    def flaky(*a, **k):
-        count["n"] += 1
-        if count["n"] == 5:  # in the middle of epoch 2
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(bipo_mod, "bipo_loss", flaky)
+    restore = fail_at_call(monkeypatch, bipo_mod, "bipo_loss", 5)  # in the middle of epoch 2
     with pytest.raises(KeyboardInterrupt):
         sl.train_bipo(tiny, data, layers=2, config=cfg, checkpoint=ckpt)
-    monkeypatch.setattr(bipo_mod, "bipo_loss", real)
+    restore()
     assert ckpt.exists() and sl.active_hooks(tiny) == []
     resumed = sl.train_bipo(tiny, data, layers=2, config=cfg, checkpoint=ckpt, resume=True)
     h = "blocks.2.hook_resid_post"

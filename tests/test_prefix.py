@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from interrupting import fail_at_call
 
 import steerlens as sl
 from steerlens import bipo as bipo_mod
@@ -154,19 +155,10 @@ def test_resume_with_the_cache_equals_uninterrupted(tiny, pairs, tmp_path, monke
         tiny, data, layers=2, config=sl.BiPOConfig(**{**vars(cfg), "cache_mb": 0})
     )
     ckpt = tmp_path / "run.ckpt"
-    real = bipo_mod.bipo_loss
-    count = {"n": 0}
-
-    def flaky(*a, **k):
-        count["n"] += 1
-        if count["n"] == 4:  # first step of epoch 2
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(bipo_mod, "bipo_loss", flaky)
+    restore = fail_at_call(monkeypatch, bipo_mod, "bipo_loss", 4)  # first step of epoch 2
     with pytest.raises(KeyboardInterrupt):
         sl.train_bipo(tiny, data, layers=2, config=cfg, checkpoint=ckpt)
-    monkeypatch.setattr(bipo_mod, "bipo_loss", real)
+    restore()
     # the budget does not belong to the run's identity: resume with the cache off
     resumed = sl.train_bipo(
         tiny,
@@ -245,3 +237,17 @@ def test_smollm2_losses_and_gradients_equal_the_full_forward(smol, shared_data, 
         assert l_floor == pytest.approx(l_full, abs=1e-5)
         for a, b in zip(g_floor, g_full, strict=True):
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "64"])
+def test_cache_budget_is_checked(bad):
+    with pytest.raises(sl.ConfigError, match="BiPOConfig.cache_mb"):
+        sl.BiPOConfig(cache_mb=bad)
+
+
+def test_a_hook_below_the_cache_is_refused(tiny, pairs):
+    enc = encode_pairs(tiny.tokenizer, pairs[:2])
+    cache = PrefixCache(tiny, enc, ["blocks.2.hook_resid_post"])
+    hook = SteerHook(torch.ones(64), 1.0, "all")
+    with pytest.raises(ValueError, match="below block 3"):
+        cache.logprobs([0, 1], [("blocks.1.hook_resid_post", hook)])
