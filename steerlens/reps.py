@@ -9,27 +9,31 @@ opposite answer y (its original response), each step minimises
              steered by  h <- h + alpha * v           (alpha > 0 drawn from ``factors``)
     Delta- = beta- * log p-(y|x) / |x y|  -  log p-(y_c|x) / |x y_c|
              nulled by   h <- h - relu(h . v) / |v|^2 * v
-    beta+  = max(log p(y|x) - log p(y_c|x), 1)
-    beta-  = max(log p(y_c|x) - log p(y|x), 1)
+    beta+  = max(s * (log p(y|x) - log p(y_c|x)), 1)
+    beta-  = max(s * (log p(y_c|x) - log p(y|x)), 1)
 
 with log-probs summed over answer tokens, ``|x r|`` the length of the whole row (prompt and
-answer, as the attention mask counts it), and ``p`` the unsteered model (computed once, like
-BiPO's reference). Unlike BiPO there is no reference log-ratio inside Delta (reference-free,
-after SimPO), and the two directions are asymmetric: towards the behaviour by adding the
-vector, away from it by removing the vector's positive component from the residual stream.
+answer, as the attention mask counts it), ``p`` the unsteered model (computed once, like
+BiPO's reference) and ``s`` = ``RePSConfig.beta_scale`` (1.0). Unlike BiPO there is no
+reference log-ratio inside Delta (reference-free, after SimPO), and the two directions are
+asymmetric: towards the behaviour by adding the vector, away from it by removing the vector's
+positive component from the residual stream.
 
 Sources. The paper (arXiv 2505.20809, section 3: the RePS objective) and the authors' code
 as released with AxBench; the file read for this module is the copy in the public fork
-``clarenceluo78/axbench`` (commit 228969a), because the ``stanfordnlp/axbench`` copy in the
+``clarenceluo78/axbench`` (``preference_model.py`` at commit 228969a, the other two files at
+027dcfb), because the ``stanfordnlp/axbench`` copy in the
 index this was built from lacks the preference-model files:
 
-* ``axbench/models/preference_model.py``, ``preference_loss(..., loss_type="scaled_simpo")``
-  (about lines 95-110): ``max(ref_logratios_reverse * simpo_scaler, 1) / winning_lens *
+* ``axbench/models/preference_model.py``, ``preference_loss`` (from line 68; the
+  ``ref_logratios_reverse`` at line 103, the ``loss_type == "scaled_simpo"`` branch at lines
+  117-121): ``max(ref_logratios_reverse * simpo_scaler, 1) / winning_lens *
   policy_chosen_logps - 1 / losing_lens * policy_rejected_logps`` inside ``-logsigmoid``;
   ``ref_logratios_reverse = reference_rejected_logps - reference_chosen_logps``; log-probs
   from ``_get_batch_logps(..., average_log_prob=False)`` (sums); ``winning_lens =
-  attention_mask.sum(-1)`` (whole rows); the loss is the mean over all rows of the batch,
-  "add" and "sub" examples together (hence the ``/ 2`` here).
+  attention_mask.sum(-1)`` (whole rows), both in ``PreferenceModel.train``; the loss is the
+  mean over all rows of the batch, "add" and "sub" examples together (hence the ``/ 2``
+  here).
 * ``axbench/models/interventions.py``, ``PreferenceVectorIntervention.forward``: ``h +
   factor * v`` for a non-zero factor; factor 0 ("null it out" training) gives ``h -
   relu(h . v) / |v|^2 * v``.
