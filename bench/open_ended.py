@@ -496,6 +496,8 @@ Layers swept: {meta["layer"]} for every behaviour, more for {", ".join(swept) or
 
 {conclusions(wins_df, natural)}
 
+{reps_summary(wins_df, margin_nat, margin_eq, best)}
+
 ## The paper's full recipe
 
 Not run for this page. The paper's claim is about BiPO trained on all training pairs for 20
@@ -615,6 +617,55 @@ def conclusions(wins: pd.DataFrame, natural: pd.DataFrame) -> str:
         "schedule) was not run for this page: see the note below."
     )
     return "\n".join(lines)
+
+
+def reps_summary(
+    wins: pd.DataFrame, m_nat: pd.DataFrame, m_eq: pd.DataFrame, best: pd.DataFrame
+) -> str:
+    """RePS against BiPO, from the tables above (empty if RePS was not run)."""
+    if "reps" not in set(m_nat.get("method", [])):
+        return ""
+
+    def by(t: pd.DataFrame, method: str) -> pd.Series:
+        return t[t["method"] == method].set_index("dataset")
+
+    rn, bn = by(m_nat, "reps"), by(m_nat, "bipo")
+    re_, be = by(m_eq, "reps"), by(m_eq, "bipo")
+    n = len(rn)
+    judged = int((wins["reps"] > wins["bipo"]).sum())
+    wider_nat = int((rn["range"] > bn["range"].reindex(rn.index)).sum())
+    wider_eq = int((re_["range"] > be["range"].reindex(re_.index)).sum())
+    mono_r, mono_b = int(rn["monotonic"].sum()), int(bn["monotonic"].sum())
+    lines = [
+        f"RePS (the authors' objective, `sl.train_reps`): its judged range exceeds BiPO's on "
+        f"**{judged} of {n}** behaviours; its held-out margin rises monotonically with the "
+        f"multiplier on **{mono_r} of {n}** (BiPO: {mono_b} of {n}), and its margin range "
+        f"exceeds BiPO's on **{wider_nat} of {n}** at natural norm and **{wider_eq} of {n}** "
+        "at equal norm."
+    ]
+    if "power-seeking" in rn.index:
+        r, b = rn.loc["power-seeking"], bn.loc["power-seeking"]
+        top = best[(best["dataset"] == "power-seeking") & (best["method"] == "reps")]
+        at = (
+            f"; its best layer there is {top['layer'].iloc[0]} (range {top['range'].iloc[0]:+.2f})"
+            if len(top)
+            else ""
+        )
+        lines.append(
+            f"On power-seeking at layer 12 its margin goes {r['m-']:+.2f} -> {r['m+']:+.2f} "
+            f"nats at its norm {r['norm']:.1f} (BiPO {b['m-']:+.2f} -> {b['m+']:+.2f} at "
+            f"{b['norm']:.1f}){at}."
+        )
+    lines.append(
+        "The paper reports RePS above BiPO on AxBench (Gemma 2B-27B, long generated "
+        "responses); on this 135M model with these short answers and the quick recipe it is "
+        "below BiPO on most rows. Its weight on the matching answer, max(log p0(y) - "
+        "log p0(y_c), 1) with summed log-probs, is large on these pairs (power-seeking's 64: "
+        "above 1 on half, 14.5 on average, up to 105), which makes the 'toward' term mostly "
+        "a likelihood objective on the matching answer; see "
+        "[training RePS](howto/train.md#reps-instead-of-bipo) for the learning rates tried."
+    )
+    return " ".join(lines)
 
 
 def plot(df: pd.DataFrame, meta: dict) -> list[str]:
