@@ -422,7 +422,15 @@ interpreter on this machine).
     start, end = "<!-- caa-speed:start -->", "<!-- caa-speed:end -->"
     old = perf.read_text() if perf.exists() else ""
     caa = start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n" if start in old else ""
-    perf.write_text(text + WHERE + SCALING + ("\n" + caa if caa else ""))
+    # and what other benches appended after it (bench/sweep_scale.py's section)
+    later = old.split(end, 1)[1].strip() if end in old else ""
+    perf.write_text(
+        text
+        + WHERE
+        + SCALING
+        + ("\n" + caa if caa else "")
+        + ("\n" + later + "\n" if later else "")
+    )
     print(text)
 
 
