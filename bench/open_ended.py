@@ -539,32 +539,19 @@ def _margin_rows() -> pd.DataFrame:
     return m
 
 
-def margin_range() -> pd.DataFrame:
-    """Margin at the highest multiplier minus at the lowest, per vector."""
-    out = []
-    for key, g in _margin_rows().groupby(["dataset", "method", "layer", "scaling"], sort=False):
-        g = g.sort_values("multiplier")
-        out.append(
-            {
-                **dict(zip(["dataset", "method", "layer", "scaling"], key, strict=True)),
-                "margin range": g["margin"].iloc[-1] - g["margin"].iloc[0],
-            }
-        )
-    cols = ["dataset", "method", "layer", "scaling", "margin range"]
-    return pd.DataFrame(out, columns=cols)
+MARGIN_KEYS = ["dataset", "method", "layer", "scaling"]
 
 
-def margin_tables(meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Margins at the page's layer: natural and equal norm (BiPO in both)."""
-    m = _margin_rows()
-    m = m[m["layer"] == str(meta["layer"])]
+def margin_summary() -> pd.DataFrame:
+    """One row per vector (dataset, method, layer, scaling): its norm, the margin at the
+    lowest multiplier, at 0 and at the highest, their range and whether it rises throughout."""
     out = []
-    for key, g in m.groupby(["dataset", "method", "scaling"], sort=False):
+    for key, g in _margin_rows().groupby(MARGIN_KEYS, sort=False):
         g = g.sort_values("multiplier")
         zero = g[g["multiplier"] == 0]["margin"]
         out.append(
             {
-                **dict(zip(["dataset", "method", "scaling"], key, strict=True)),
+                **dict(zip(MARGIN_KEYS, key, strict=True)),
                 "norm": g["norm"].iloc[0],
                 "m-": g["margin"].iloc[0],
                 "m0": zero.iloc[0] if len(zero) else float("nan"),
@@ -573,7 +560,19 @@ def margin_tables(meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "monotonic": bool(g["margin"].is_monotonic_increasing),
             }
         )
-    t = pd.DataFrame(out)
+    cols = [*MARGIN_KEYS, "norm", "m-", "m0", "m+", "range", "monotonic"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def margin_range() -> pd.DataFrame:
+    """Margin at the highest multiplier minus at the lowest, per vector."""
+    return margin_summary()[[*MARGIN_KEYS, "range"]].rename(columns={"range": "margin range"})
+
+
+def margin_tables(meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Margins at the page's layer: natural and equal norm (BiPO in both)."""
+    t = margin_summary()
+    t = t[t["layer"] == str(meta["layer"])].drop(columns=["layer"])
     if t.empty:
         return t, t
     nat = t[t["scaling"] == "natural"].drop(columns=["scaling"])

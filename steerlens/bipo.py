@@ -48,9 +48,8 @@ from steerlens.logprobs import (
     EncodedPair,
     Hooks,
     batch_logprobs,
+    bucketed_logprobs,
     encode_pairs,
-    length_buckets,
-    pair_logprobs,
 )
 from steerlens.prefix import PrefixCache, floor_supported
 from steerlens.vector import SteerHook, SteeringVector
@@ -409,6 +408,7 @@ class BiPOTrainer:
         tok = model.tokenizer
         self.enc = encode_pairs(tok, pairs, cfg.system_prompt)
         self.eval_enc = encode_pairs(tok, eval_pairs, cfg.system_prompt) if eval_pairs else []
+        self.encoded = [*self.enc, *self.eval_enc]  # indices: training pairs, then held-out
         self.steps_per_epoch = math.ceil(len(self.enc) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.schedule_steps = self.steps_per_epoch * (cfg.schedule_epochs or cfg.epochs)
@@ -448,7 +448,7 @@ class BiPOTrainer:
         if cfg.cache_mb > 0 and floor_supported(self.model, self.hook_names):
             self.prefix = PrefixCache(
                 self.model,
-                [*self.enc, *self.eval_enc],
+                self.encoded,
                 self.hook_names,
                 budget_mb=cfg.cache_mb,
                 batch_size=cfg.eval_batch_size,
@@ -464,10 +464,8 @@ class BiPOTrainer:
         residual when there is one, else a full forward. Differentiable."""
         if self.prefix is not None:
             return self.prefix.logprobs(idx, hooks)
-        every = [*self.enc, *self.eval_enc]
-        return batch_logprobs(self.model, [every[i] for i in idx], hooks)
+        return batch_logprobs(self.model, [self.encoded[i] for i in idx], hooks)
 
-    @torch.no_grad()
     def pair_logprobs(
         self,
         indices: Sequence[int],
@@ -475,26 +473,15 @@ class BiPOTrainer:
         desc: str | None = None,
     ) -> Tensor:
         """``[n, 2]`` log-probs of the pairs ``indices``, batched by length, no gradient."""
-        cfg = self.cfg
-        if self.prefix is None:
-            every = [*self.enc, *self.eval_enc]
-            return pair_logprobs(
-                self.model,
-                [every[i] for i in indices],
-                factory,
-                cfg.eval_batch_size,
-                cfg.progress and desc is not None,
-                desc or "log-probs",
-            )
         indices = list(indices)
-        out = torch.zeros(len(indices), 2)
-        lengths = [self.prefix.encoded[i].length for i in indices]
-        for chunk in length_buckets(lengths, cfg.eval_batch_size):
-            hooks = factory() if factory is not None else ()
-            lp = self.prefix.logprobs([indices[j] for j in chunk], hooks).cpu()
-            out[chunk, 0] = lp[: len(chunk)]
-            out[chunk, 1] = lp[len(chunk) :]
-        return out
+        return bucketed_logprobs(
+            [self.encoded[i].length for i in indices],
+            lambda chunk, hooks: self.batch_logprobs([indices[j] for j in chunk], hooks),
+            factory,
+            self.cfg.eval_batch_size,
+            self.cfg.progress and desc is not None,
+            desc or "log-probs",
+        )
 
     #: the ``method`` recorded in the vector's metadata
     method = "bipo"

@@ -33,6 +33,14 @@ def d_model(model: Any) -> int:
     return int(model.cfg.d_model)
 
 
+def model_dtype(model: Any) -> torch.dtype:
+    """dtype of a model's parameters (fp32 for a model without any)."""
+    try:
+        return next(model.parameters()).dtype
+    except StopIteration:  # pragma: no cover
+        return torch.float32
+
+
 def model_name(model: Any) -> str:
     """A readable name for a hooked model (its ``cfg.model_name``)."""
     return str(getattr(model.cfg, "model_name", None) or type(model).__name__)

@@ -35,7 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair, format_prompt
-from steerlens.hooks import model_device, pad_token_id
+from steerlens.hooks import model_device, model_dtype, pad_token_id
 
 Hooks = Sequence[tuple[str, Any]]
 
@@ -51,6 +51,11 @@ class EncodedPair:
     @property
     def length(self) -> int:
         return len(self.prompt) + max(len(self.matching), len(self.not_matching))
+
+    @property
+    def packed_length(self) -> int:
+        """Tokens of the packed row ``[prompt, matching, not_matching]`` (:func:`pack_pairs`)."""
+        return len(self.prompt) + len(self.matching) + len(self.not_matching)
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
@@ -264,7 +269,7 @@ def pack_pairs(
         ([1, 1, 3], [3, 4, 5], [0, 1, 1])
     """
     n = len(batch)
-    width = max(len(e.prompt) + len(e.matching) + len(e.not_matching) for e in batch)
+    width = max(e.packed_length for e in batch)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     pos = torch.arange(width).repeat(n, 1)
     segment = torch.full((n, width), 3, dtype=torch.long)  # 0 prompt, 1/2 answers, 3 padding
@@ -359,7 +364,7 @@ def supports_shared_prompt(model: Any) -> bool:
         with torch.no_grad():
             ids, mask = pair_rows(probe, pad_token_id(model), device)
             plain = answer_logprobs(model, ids, mask).float()
-            dtype = _param_dtype(model)
+            dtype = model_dtype(model)
             packed = packed_logprobs(model, pack_pairs(probe, pad_token_id(model), device, dtype))
         tol = 1e-3 if dtype in (torch.float32, torch.float64) else 5e-2
         ok = bool(torch.allclose(packed.float(), plain, rtol=tol, atol=tol * 10))
@@ -389,7 +394,7 @@ def batch_logprobs(
     pad = pad_token_id(model)
     ends = torch.tensor([len(e.prompt) - 1 for e in batch], dtype=torch.long)
     if share_prompt and supports_shared_prompt(model):
-        packed = pack_pairs(batch, pad, device, _param_dtype(model))
+        packed = pack_pairs(batch, pad, device, model_dtype(model))
         set_prompt_ends(fwd_hooks, ends)
         return packed_logprobs(model, packed, fwd_hooks)
     ids, mask = pair_rows(batch, pad, device)
@@ -409,13 +414,6 @@ def set_prompt_ends(fwd_hooks: Hooks, ends: Int[Tensor, " rows"]) -> None:
             setter(ends)
 
 
-def _param_dtype(model: Any) -> torch.dtype:
-    try:
-        return next(model.parameters()).dtype
-    except StopIteration:  # pragma: no cover
-        return torch.float32
-
-
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding), in a stable order.
 
@@ -428,6 +426,30 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
+def bucketed_logprobs(
+    lengths: Sequence[int],
+    score: Any,
+    fwd_hooks_factory: Any = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "log-probs",
+) -> Float[Tensor, "n 2"]:
+    """``[n, 2]`` log-probs of n pairs, scored in batches of similar length, no gradient.
+
+    ``score(idx, hooks)`` returns ``[matching_1..B, not_matching_1..B]`` of the pairs ``idx``
+    (e.g. :func:`batch_logprobs` on them); ``lengths[i]`` is pair i's length.
+    """
+    out = torch.zeros(len(lengths), 2)
+    buckets = length_buckets(lengths, batch_size)
+    for idx in tqdm(buckets, desc=desc, disable=not progress, leave=False):
+        hooks = fwd_hooks_factory() if fwd_hooks_factory is not None else ()
+        lp = score(idx, hooks).cpu()
+        b = len(idx)
+        out[idx, 0] = lp[:b]
+        out[idx, 1] = lp[b:]
+    return out
+
+
 def pair_logprobs(
     model: Any,
     encoded: Sequence[EncodedPair],
@@ -445,12 +467,10 @@ def pair_logprobs(
         share_prompt: score both answers of a pair in one packed row (see
             :func:`batch_logprobs`); pass False for hooks that depend on the position.
     """
-    out = torch.zeros(len(encoded), 2)
-    buckets = length_buckets([e.length for e in encoded], batch_size)
-    for idx in tqdm(buckets, desc=desc, disable=not progress, leave=False):
-        hooks = fwd_hooks_factory() if fwd_hooks_factory is not None else ()
-        lp = batch_logprobs(model, [encoded[i] for i in idx], hooks, share_prompt).cpu()
-        b = len(idx)
-        out[idx, 0] = lp[:b]
-        out[idx, 1] = lp[b:]
-    return out
+
+    def score(idx: Sequence[int], hooks: Hooks) -> Tensor:
+        return batch_logprobs(model, [encoded[i] for i in idx], hooks, share_prompt)
+
+    return bucketed_logprobs(
+        [e.length for e in encoded], score, fwd_hooks_factory, batch_size, progress, desc
+    )

@@ -46,7 +46,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.hooks import hook_layer, model_device, n_layers, pad_token_id
+from steerlens.hooks import hook_layer, model_device, model_dtype, n_layers, pad_token_id
 from steerlens.logprobs import (
     EncodedPair,
     Hooks,
@@ -82,12 +82,10 @@ def start_block(hook_names: Sequence[str]) -> int | None:
 
 
 class _Stop(Exception):  # noqa: N818 - control flow, not an error
-    def __init__(self, kwargs: dict[str, Any]) -> None:
-        self.kwargs = kwargs
+    """Raised by a pre-hook to end a forward pass early, carrying what it read."""
 
-
-def _dtype(model: Any) -> torch.dtype:
-    return next(model.parameters()).dtype
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 def block_kwargs(model: Any, packed: PackedPairs) -> dict[str, Any]:
@@ -108,7 +106,7 @@ def block_kwargs(model: Any, packed: PackedPairs) -> dict[str, Any]:
             position_ids=packed.position_ids,
         )
     except _Stop as got:
-        kwargs = got.kwargs
+        kwargs = got.value
     else:  # pragma: no cover - the pre-hook always fires
         raise RuntimeError("blocks[0] was never called")
     finally:
@@ -131,13 +129,13 @@ def prefix_residual(
         return model(packed.input_ids, stop_at_layer=start, **kwargs)
 
     def grab(module: Any, args: tuple[Any, ...]) -> None:
-        raise _Stop({"resid": args[0]})
+        raise _Stop(args[0])
 
     handle = model.ln_final.register_forward_pre_hook(grab)
     try:
         model(packed.input_ids, **kwargs)
     except _Stop as got:
-        return got.kwargs["resid"]
+        return got.value
     finally:
         handle.remove()
     raise RuntimeError("ln_final was never called")  # pragma: no cover
@@ -188,11 +186,10 @@ class PrefixCache:
         self.model = model
         self.encoded = list(encoded)
         self.start = start
-        self.hook_names = list(hook_names)
         # a hook at the output of block start-1 sees the cached tensor itself: applied by hand
         self.entry = f"blocks.{start - 1}.hook_resid_post" if start > 0 else None
         self.device = model_device(model)
-        self.dtype = _dtype(model)
+        self.dtype = model_dtype(model)
         self.pad = pad_token_id(model)
         self._store: dict[int, Tensor] = {}
         width = int(model.cfg.d_model) * torch.finfo(self.dtype).bits // 8
@@ -200,7 +197,7 @@ class PrefixCache:
         keep: list[int] = []
         used = 0.0
         for i, e in enumerate(self.encoded):
-            size = (len(e.prompt) + len(e.matching) + len(e.not_matching)) * width
+            size = e.packed_length * width
             if used + size > budget:
                 break
             keep.append(i)
@@ -211,9 +208,7 @@ class PrefixCache:
             idx = [keep[j] for j in chunk]
             resid = self._compute(idx)
             for row, i in enumerate(idx):
-                e = self.encoded[i]
-                n = len(e.prompt) + len(e.matching) + len(e.not_matching)
-                self._store[i] = resid[row, :n].clone()
+                self._store[i] = resid[row, : self.encoded[i].packed_length].clone()
 
     @property
     def cached(self) -> int:
@@ -230,10 +225,8 @@ class PrefixCache:
         missing = [i for i in idx if i not in self._store]
         fresh = dict(zip(missing, self._compute(missing), strict=True)) if missing else {}
         for row, i in enumerate(idx):
-            e = self.encoded[i]
-            n = len(e.prompt) + len(e.matching) + len(e.not_matching)
-            t = self._store[i] if i in self._store else fresh[i][:n]
-            out[row, :n] = t
+            n = self.encoded[i].packed_length
+            out[row, :n] = self._store[i] if i in self._store else fresh[i][:n]
         return out
 
     def logprobs(self, idx: Sequence[int], fwd_hooks: Hooks = ()) -> Float[Tensor, " rows"]:
@@ -332,7 +325,7 @@ def _probe(model: Any, hook_names: list[str]) -> bool:
         EncodedPair((3 % vocab, 7 % vocab), (21 % vocab, 8 % vocab, 2), (2,)),
     ]
     try:
-        packed = pack_pairs(probe, pad_token_id(model), model_device(model), _dtype(model))
+        packed = pack_pairs(probe, pad_token_id(model), model_device(model), model_dtype(model))
         if not _same_kwargs(model, packed):
             return False
         gen = torch.Generator().manual_seed(0)
@@ -349,7 +342,7 @@ def _probe(model: Any, hook_names: list[str]) -> bool:
             grads = torch.autograd.grad(lp.sum(), params)
             results.append((lp.detach().float(), [g.float() for g in grads]))
         (a, ga), (b, gb) = results
-        tol = 1e-3 if _dtype(model) in (torch.float32, torch.float64) else 5e-2
+        tol = 1e-3 if model_dtype(model) in (torch.float32, torch.float64) else 5e-2
         return bool(torch.allclose(a, b, rtol=tol, atol=tol * 10)) and all(
             torch.allclose(x, y, rtol=tol, atol=tol * 10) for x, y in zip(ga, gb, strict=True)
         )

@@ -215,5 +215,4 @@ def test_pca_default_agrees_with_caa_on_real_data(smol, shared_data):
     m, n = collect_activations(smol, train, layers=12, progress=False)[hook]
     unit = pca.vectors[hook] / pca.vectors[hook].norm()
     assert float(((m - n) @ unit > 0).float().mean()) >= 0.9
-    print("cosine with CAA: uncentred", pca.cosine(caa)[hook], "centred", centred.cosine(caa)[hook])
     assert abs(centred.cosine(caa)[hook]) < pca.cosine(caa)[hook]

@@ -8,7 +8,7 @@ from interrupting import fail_at_call
 
 import steerlens as sl
 from steerlens import bipo as bipo_mod
-from steerlens.logprobs import batch_logprobs, encode_pairs
+from steerlens.logprobs import batch_logprobs, encode_pairs, pair_logprobs
 from steerlens.prefix import PrefixCache, floor_supported, start_block
 from steerlens.reps import NullHook
 from steerlens.vector import SteerHook
@@ -86,17 +86,15 @@ def test_independent_of_the_tokenizers_padding_side(pairs, padding_side):
 
 def test_over_the_budget_pairs_are_recomputed(tiny, pairs):
     enc = encode_pairs(tiny.tokenizer, pairs[:8])
-    one_pair = sum(len(x) for x in (enc[0].prompt, enc[0].matching, enc[0].not_matching))
-    budget = 2.5 * one_pair * 64 * 4 / 2**20  # room for about two pairs
-    (full, g_full), (floor, g_floor) = _both_ways(
+    budget = 2.5 * enc[0].packed_length * 64 * 4 / 2**20  # room for about two pairs
+    ((full, g_full), (floor, g_floor)), cache = _both_ways(
         tiny,
         enc,
         [0, 6, 1, 7],
         ["blocks.1.hook_resid_post"],
         lambda p: SteerHook(p, 1.0, "all"),
         {"budget_mb": budget},
-    )[0]
-    cache = PrefixCache(tiny, enc, ["blocks.1.hook_resid_post"], budget_mb=budget)
+    )
     assert 1 <= cache.cached < len(enc)
     assert cache.cached_bytes <= budget * 2**20
     assert torch.allclose(floor, full, atol=1e-5, rtol=0)
@@ -222,7 +220,7 @@ def test_smollm2_losses_and_gradients_equal_the_full_forward(smol, shared_data, 
     gen = torch.Generator().manual_seed(0)
     base = [torch.randn(576, generator=gen) for _ in names]
     cache = PrefixCache(smol, enc, names)
-    ref = bipo_mod.pair_logprobs(smol, enc)
+    ref = pair_logprobs(smol, enc)
     for idx, d in (([0, 3, 5, 6], 1.0), ([7, 1, 2, 4], -1.0)):
         got = []
         for path in ("full", "floor"):
