@@ -46,12 +46,14 @@ from steerlens.judge import BehaviourJudge, SentenceEmbedder
 from steerlens.models import ModelSpec, load_model, resid_hook, tiny_model
 from steerlens.openended import BEHAVIOUR_PROMPTS, open_ended_score, prompting_score
 from steerlens.reps import RePSConfig, reps_loss, train_reps
+from steerlens.rows import RowSteering
 from steerlens.sweep import score_vector, sweep_layers, sweep_multipliers, train_vector
 from steerlens.vector import SteeringVector, active_hooks, is_steered
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RowSteering",
     "RePSConfig",
     "reps_loss",
     "train_reps",

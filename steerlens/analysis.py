@@ -159,7 +159,7 @@ def pca_activations(
     vectors: Mapping[str, SteeringVector] | Sequence[SteeringVector] = (),
     read: Read = "auto",
     hook: str = "resid_post",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> PCAResult:
     """scikit-learn PCA (2 components) of matching and non-matching activations at a layer.
@@ -211,7 +211,7 @@ def projection_gap(
     *,
     read: Read = "auto",
     balance_letters: bool = False,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Mean projection of matching minus non-matching activations onto the vector's unit

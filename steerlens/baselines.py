@@ -38,8 +38,8 @@ from steerlens.hooks import check_hook_site, model_device, model_name, pad_token
 from steerlens.logprobs import (
     encode_prompt,
     encode_text,
-    length_buckets,
     pad_rows,
+    plan_batches,
 )
 from steerlens.vector import SteeringVector
 
@@ -63,7 +63,7 @@ def collect_activations(
     read: Read = "auto",
     hook: str = "resid_post",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> dict[str, tuple[Float[Tensor, "n d_model"], Float[Tensor, "n d_model"]]]:
     """Residual activations of the matching and the non-matching completion of each pair.
@@ -112,7 +112,8 @@ def collect_activations(
     pad = pad_token_id(model)
     n_rows = len(rows)
     out = {h: torch.zeros(n_rows, int(model.cfg.d_model)) for h in hooks}
-    buckets = length_buckets([len(p) + len(a) for p, a in rows], batch_size)
+    buckets = plan_batches([len(p) + len(a) for p, a in rows], 0, batch_size=batch_size,
+                           device=model_device(model))  # fmt: skip
     with torch.no_grad():
         for idx in tqdm(buckets, desc="activations", disable=not progress, leave=False):
             ids, _ = pad_rows([rows[i] for i in idx], pad, device)
@@ -232,7 +233,7 @@ def extract_vector(
     read: Read = "auto",
     hook: str = "resid_post",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
     behaviour: str | None = None,
     method: str = "custom",
@@ -282,7 +283,7 @@ def caa_vector(
     read: Read = "auto",
     hook: str = "resid_post",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     behaviour: str | None = None,
     progress: bool = True,
 ) -> SteeringVector:
@@ -325,7 +326,7 @@ def pca_vector(
     hook: str = "resid_post",
     behaviour: str | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> SteeringVector:
     """Top principal direction of the paired differences (matching - not matching).

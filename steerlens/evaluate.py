@@ -15,8 +15,8 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,31 +29,31 @@ from tqdm.auto import tqdm
 
 from steerlens.compat import deprecated_args
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair
+from steerlens.decode import GenRow, generate_rows
 from steerlens.errors import ConfigError, DataError
 from steerlens.hooks import model_device, pad_token_id
 from steerlens.logprobs import (
+    CPU_MAX_ROWS,
+    GPU_MAX_ROWS,
+    EncodedPair,
+    batch_logprobs,
     encode_pairs,
     encode_prompt,
     encode_text,
     end_of_turn_id,
-    length_buckets,
     logits_at,
     pad_rows,
-    pair_logprobs,
+    plan_batches,
     set_prompt_ends,
+    supports_shared_prompt,
 )
+from steerlens.rows import RowSteering
 from steerlens.vector import Positions, SteeringVector, check_multiplier
 
 Multipliers = Sequence[float]
 
 #: The multipliers every evaluator uses unless told otherwise.
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (-1.0, 0.0, 1.0)
-
-
-def _factory(vector: SteeringVector | None, mult: float, positions: Positions = "all") -> Any:
-    if vector is None or mult == 0:
-        return None
-    return lambda: vector.fwd_hooks(mult, positions)
 
 
 def positions_label(positions: Positions) -> str:
@@ -110,25 +110,67 @@ def ab_choice_tokens(tokenizer: Any, a: str = "(A)", b: str = "(B)") -> tuple[li
     return ia[:k], ia[k], ib[k]
 
 
+@dataclass(frozen=True)
+class GridJob:
+    """One cell of an evaluation grid: vector ``v`` (index into the vector list, -1 for
+    none), multiplier ``m`` and item ``i``. Every cell with no steering (no vector or
+    multiplier 0) is the same unsteered job, computed once per item."""
+
+    v: int
+    m: float
+    i: int
+
+
+def grid_jobs(
+    vectors: Sequence[SteeringVector | None], mults: Sequence[float], n: int
+) -> tuple[list[GridJob], dict[tuple[int, int, int], int]]:
+    """The distinct jobs of a vectors x multipliers x items grid, and where each cell's
+    result is (``cell[(vi, mi, i)] -> job index``)."""
+    jobs: list[GridJob] = []
+    where: dict[tuple[int, int, int], int] = {}
+    seen: dict[GridJob, int] = {}
+    for vi, v in enumerate(vectors):
+        for mi, m in enumerate(mults):
+            for i in range(n):
+                job = GridJob(-1, 0.0, i) if v is None or m == 0 else GridJob(vi, m, i)
+                if job not in seen:
+                    seen[job] = len(jobs)
+                    jobs.append(job)
+                where[(vi, mi, i)] = seen[job]
+    return jobs, where
+
+
+def row_steering(
+    vectors: Sequence[SteeringVector | None], jobs: Sequence[GridJob], repeat: int = 1
+) -> RowSteering:
+    """The :class:`RowSteering` of a batch of jobs (each row ``repeat`` times in a row block:
+    ``[job_1..B] * repeat``)."""
+    vs = [None if j.v < 0 else vectors[j.v] for j in jobs] * repeat
+    return RowSteering(vs, [j.m for j in jobs] * repeat)
+
+
+def scoring_plan(lengths: Sequence[int], batch_size: int | None, model: Any) -> list[list[int]]:
+    """Batches for forward-only scoring (:func:`steerlens.logprobs.plan_batches`)."""
+    return plan_batches(lengths, 0, batch_size=batch_size, device=model_device(model))
+
+
 @torch.no_grad()
-def ab_probabilities(
+def ab_grid(
     model: Any,
-    vector: SteeringVector | None,
+    vectors: Sequence[SteeringVector | None],
     pairs: Sequence[PreferencePair],
-    multiplier: float = 1.0,
+    mults: Sequence[float],
     *,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    batch_size: int = 8,
-) -> Float[Tensor, " n"]:
-    """p(matching letter) / (p(matching letter) + p(other letter)) at the answer position.
-
-    For A/B items that is CAA's p(matching) / (p(A) + p(B)); items with more letters (e.g. "(C)"
-    vs "(A)") use their own two letters.
-    """
+    batch_size: int | None = None,
+) -> Float[Tensor, "vectors multipliers n"]:
+    """:func:`ab_probabilities` for every vector and multiplier, all cells in shared batches
+    (each row steered by its own vector and multiplier)."""
     tok = model.tokenizer
     device = model_device(model)
-    _check_vector(model, vector)
+    for v in vectors:
+        _check_vector(model, v)
     rows, letters = [], []
     for i, it in enumerate(pairs):
         if not it.is_ab:
@@ -140,32 +182,90 @@ def ab_probabilities(
         )
         rows.append((encode_prompt(tok, it.question, system_prompt), prefix))
         letters.append((t_match, t_other))
-    out = torch.zeros(len(pairs))
+    jobs, where = grid_jobs(vectors, mults, len(pairs))
+    res = torch.zeros(len(jobs))
     pad = pad_token_id(model)
-    for idx in length_buckets([len(p) + len(a) for p, a in rows], batch_size):
-        ids, _ = pad_rows([rows[i] for i in idx], pad, device)
-        factory = _factory(vector, multiplier, positions)
-        hooks = factory() if factory else []
+    lengths = [len(rows[j.i][0]) + len(rows[j.i][1]) for j in jobs]
+    for idx in scoring_plan(lengths, batch_size, model):
+        batch = [jobs[k] for k in idx]
+        ids, _ = pad_rows([rows[j.i] for j in batch], pad, device)
+        hooks = row_steering(vectors, batch).fwd_hooks(positions)
         # CAA's protocol: steer from the instruction's last token on (the answer's "(" onward)
-        set_prompt_ends(hooks, torch.tensor([len(rows[i][0]) - 1 for i in idx]))
-        last = torch.tensor([len(rows[i][0]) + len(rows[i][1]) - 1 for i in idx], device=device)
-        logits = logits_at(model, ids, torch.arange(len(idx), device=device), last, hooks)
-        pick = torch.tensor([letters[i] for i in idx], device=device)
+        set_prompt_ends(hooks, torch.tensor([len(rows[j.i][0]) - 1 for j in batch]))
+        last = torch.tensor([len(rows[j.i][0]) + len(rows[j.i][1]) - 1 for j in batch])
+        logits = logits_at(model, ids, torch.arange(len(idx), device=device), last.to(device),
+                           hooks)  # fmt: skip
+        pick = torch.tensor([letters[j.i] for j in batch], device=device)
         pair = logits.float().gather(-1, pick)
-        out[idx] = torch.softmax(pair, -1)[:, 0].cpu()
+        res[idx] = torch.softmax(pair, -1)[:, 0].cpu()
+    out = torch.zeros(len(vectors), len(mults), len(pairs))
+    for (vi, mi, i), k in where.items():
+        out[vi, mi, i] = res[k]
+    return out
+
+
+def ab_probabilities(
+    model: Any,
+    vector: SteeringVector | None,
+    pairs: Sequence[PreferencePair],
+    multiplier: float = 1.0,
+    *,
+    positions: Positions = "all",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    batch_size: int | None = None,
+) -> Float[Tensor, " n"]:
+    """p(matching letter) / (p(matching letter) + p(other letter)) at the answer position.
+
+    For A/B items that is CAA's p(matching) / (p(A) + p(B)); items with more letters (e.g. "(C)"
+    vs "(A)") use their own two letters.
+    """
+    m = check_multiplier(multiplier)
+    return ab_grid(model, [vector], pairs, [m], positions=positions,
+                   system_prompt=system_prompt, batch_size=batch_size)[0, 0]  # fmt: skip
+
+
+@torch.no_grad()
+def margin_grid(
+    model: Any,
+    vectors: Sequence[SteeringVector | None],
+    encoded: Sequence[EncodedPair],
+    mults: Sequence[float],
+    *,
+    positions: Positions = "all",
+    batch_size: int | None = None,
+    share_prompt: bool = True,
+) -> Float[Tensor, "vectors multipliers n 2"]:
+    """``[log p(matching|x), log p(not_matching|x)]`` for every vector, multiplier and pair,
+    all cells in shared batches (each row steered by its own vector and multiplier).
+    ``share_prompt``: see :func:`steerlens.logprobs.batch_logprobs`."""
+    for v in vectors:
+        _check_vector(model, v)
+    jobs, where = grid_jobs(vectors, mults, len(encoded))
+    res = torch.zeros(len(jobs), 2)
+    packed = share_prompt and supports_shared_prompt(model)
+    lengths = [encoded[j.i].packed_length if packed else encoded[j.i].length for j in jobs]
+    for idx in scoring_plan(lengths, batch_size, model):
+        batch = [jobs[k] for k in idx]
+        hooks = row_steering(vectors, batch, 1 if packed else 2).fwd_hooks(positions)
+        lp = batch_logprobs(model, [encoded[j.i] for j in batch], hooks, packed).cpu()
+        res[idx, 0] = lp[: len(idx)].float()
+        res[idx, 1] = lp[len(idx) :].float()
+    out = torch.zeros(len(vectors), len(mults), len(encoded), 2)
+    for (vi, mi, i), k in where.items():
+        out[vi, mi, i] = res[k]
     return out
 
 
 @deprecated_args(positional=("multipliers",), renamed={"items": "pairs"})
 def ab_score(
     model: Any,
-    vector: SteeringVector | None,
+    vector: Vectors,
     pairs: Sequence[PreferencePair],
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     per_item: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -174,7 +274,9 @@ def ab_score(
     ``matching_likelier`` is the share of items where the matching letter is the likelier one
     (for MMLU items, whose "matching" answer is the correct one, this is MMLU accuracy); on a
     model near chance it can stay flat while ``score`` moves. With
-    ``per_item=True`` one row per item and multiplier is returned instead.
+    ``per_item=True`` one row per item and multiplier is returned instead. Every multiplier
+    (and every vector of a list, told apart by a ``vector`` column) is scored in shared
+    batches.
 
     Examples:
         >>> import steerlens as sl
@@ -183,34 +285,33 @@ def ab_score(
         >>> df["n"].tolist()
         [2]
     """
-    records = []
+    vectors = as_vector_list(vector)
+    mults = [check_multiplier(m) for m in multipliers]
     label = positions_label(positions)
-    for mult in tqdm(list(multipliers), desc="A/B score", disable=not progress, leave=False):
-        m = check_multiplier(mult)
-        probs = ab_probabilities(
-            model,
-            vector,
-            pairs,
-            m,
-            positions=positions,
-            system_prompt=system_prompt,
-            batch_size=batch_size,
-        )
-        if per_item:
-            records += [
-                {"multiplier": m, "item": i, "score": float(p), "positions": label}
-                for i, p in enumerate(probs)
-            ]
-        else:
-            likelier = float((probs > 0.5).float().mean())
-            records.append(_summary(m, "score", float(probs.mean()), likelier, len(pairs), label))
+    grid = ab_grid(model, vectors, pairs, mults, positions=positions,
+                   system_prompt=system_prompt, batch_size=batch_size)  # fmt: skip
+    records = []
+    labels = vector_labels(vectors)
+    for vi in range(len(vectors)):
+        tag = {"vector": labels[vi]} if len(vectors) > 1 else {}
+        for mi, m in enumerate(mults):
+            probs = grid[vi, mi]
+            if per_item:
+                records += [
+                    {**tag, "multiplier": m, "item": i, "score": float(p), "positions": label}
+                    for i, p in enumerate(probs)
+                ]
+            else:
+                likelier = float((probs > 0.5).float().mean())
+                row = _summary(m, "score", float(probs.mean()), likelier, len(pairs), label)
+                records.append({**tag, **row})
     return pd.DataFrame.from_records(records)
 
 
 @deprecated_args(positional=("multipliers",))
 def preference_margin(
     model: Any,
-    vector: SteeringVector | None,
+    vector: Vectors,
     pairs: Sequence[PreferencePair],
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
@@ -218,11 +319,12 @@ def preference_margin(
     positions: Positions = "all",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     progress: bool = True,
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Mean of ``log p(matching|x) - log p(not_matching|x)`` (summed over answer tokens, EOS
     included) and ``matching_likelier``, the share of pairs whose matching answer is the
-    likelier one (a positive gap), per multiplier.
+    likelier one (a positive gap), per multiplier. Every multiplier (and every vector of a
+    list, told apart by a ``vector`` column) is scored in shared batches.
 
     Examples:
         >>> import steerlens as sl
@@ -231,29 +333,35 @@ def preference_margin(
         >>> list(preference_margin(m, None, pairs, multipliers=(0,)).columns)
         ['multiplier', 'margin', 'matching_likelier', 'n', 'positions']
     """
-    _check_vector(model, vector)
+    vectors = as_vector_list(vector)
+    mults = [check_multiplier(m) for m in multipliers]
     enc = encode_pairs(model.tokenizer, pairs, system_prompt)
+    grid = margin_grid(model, vectors, enc, mults, positions=positions, batch_size=batch_size)
     records = []
     label = positions_label(positions)
-    for mult in tqdm(list(multipliers), desc="margin", disable=not progress, leave=False):
-        m = check_multiplier(mult)
-        lp = pair_logprobs(model, enc, _factory(vector, m, positions), batch_size)
-        gap = lp[:, 0] - lp[:, 1]
-        if per_item:
-            records += [
-                {
-                    "multiplier": m,
-                    "item": i,
-                    "logp_matching": float(a),
-                    "logp_not_matching": float(b),
-                    "margin": float(a - b),
-                    "positions": label,
-                }
-                for i, (a, b) in enumerate(lp.tolist())
-            ]
-        else:
-            likelier = float((gap > 0).float().mean())
-            records.append(_summary(m, "margin", float(gap.mean()), likelier, len(pairs), label))
+    labels = vector_labels(vectors)
+    for vi in range(len(vectors)):
+        tag = {"vector": labels[vi]} if len(vectors) > 1 else {}
+        for mi, m in enumerate(mults):
+            lp = grid[vi, mi]
+            gap = lp[:, 0] - lp[:, 1]
+            if per_item:
+                records += [
+                    {
+                        **tag,
+                        "multiplier": m,
+                        "item": i,
+                        "logp_matching": float(a),
+                        "logp_not_matching": float(b),
+                        "margin": float(a - b),
+                        "positions": label,
+                    }
+                    for i, (a, b) in enumerate(lp.tolist())
+                ]
+            else:
+                likelier = float((gap > 0).float().mean())
+                row = _summary(m, "margin", float(gap.mean()), likelier, len(pairs), label)
+                records.append({**tag, **row})
     return pd.DataFrame.from_records(records)
 
 
@@ -264,8 +372,11 @@ class Sampling:
     Attributes:
         temperature: 0 is greedy decoding; above 0, sampling at that temperature.
         top_p: nucleus sampling threshold (None: the whole distribution).
-        seed: seeds every batch (with the batch's first prompt), so each multiplier sees the
-            same random draws (a paired comparison); the global RNG is left untouched.
+        seed: with the prompt's text and the sample index, seeds each answer's own random
+            stream, so a (prompt, sample) sees the same random draws at every multiplier, with
+            every vector and system prompt, and in any batch
+            (a paired comparison; see :mod:`steerlens.decode`); the global RNG is left
+            untouched.
         samples: answers per prompt.
 
     Examples:
@@ -298,29 +409,92 @@ class Sampling:
 GREEDY = Sampling()
 
 
+Vectors = SteeringVector | None | Sequence[SteeringVector | None]
+
+
+def as_vector_list(vector: Vectors) -> list[SteeringVector | None]:
+    """One vector, None, or a list of them, as a list (the evaluators' ``vector`` argument).
+
+    Examples:
+        >>> as_vector_list(None)
+        [None]
+    """
+    if vector is None or isinstance(vector, SteeringVector):
+        return [vector]
+    if isinstance(vector, (str, bytes)) or not isinstance(vector, Sequence) or not vector:
+        raise ConfigError(
+            "vector must be a SteeringVector, None, or a non-empty list of them, "
+            f"got {type(vector).__name__}"
+        )
+    for i, v in enumerate(vector):
+        if v is not None and not isinstance(v, SteeringVector):
+            raise ConfigError(f"vector[{i}]: expected a SteeringVector or None, got {v!r}")
+    return list(vector)
+
+
+def vector_label(vector: SteeringVector | None, i: int = 0) -> str:
+    """How results tables name a vector: its ``name``, else ``method``, metadata; ``"none"``
+    for no vector; ``"vector{i}"`` otherwise."""
+    if vector is None:
+        return "none"
+    for key in ("name", "method"):
+        if vector.metadata.get(key):
+            return str(vector.metadata[key])
+    return f"vector{i}"
+
+
+def vector_labels(vectors: Sequence[SteeringVector | None]) -> list[str]:
+    """:func:`vector_label` of each vector, made unique (``bipo``, ``bipo#2``, ...).
+
+    Examples:
+        >>> import torch
+        >>> v = SteeringVector({"h": torch.ones(2)}, {"method": "caa"})
+        >>> vector_labels([v, None, v])
+        ['caa', 'none', 'caa#2']
+    """
+    out: list[str] = []
+    for i, v in enumerate(vectors):
+        label = vector_label(v, i)
+        out.append(label if label not in out else f"{label}#{i}")
+    return out
+
+
 @deprecated_args(positional=("multipliers",))
 @torch.no_grad()
 def generate(
     model: Any,
-    vector: SteeringVector | None,
+    vector: Vectors,
     prompts: Sequence[str],
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     max_new_tokens: int = 48,
     positions: Positions = "all",
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    system_prompt: str | None | Sequence[str | None] = DEFAULT_SYSTEM_PROMPT,
     sampling: Sampling = GREEDY,
-    batch_size: int = 8,
+    batch_size: int | None = None,
+    backend: str = "auto",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Answers with the chat template, in batches, at each multiplier.
+    """Answers with the chat template at each multiplier (and vector), in shared batches.
 
-    Greedy by default; ``sampling=Sampling(temperature=0.7, top_p=0.9, samples=3)`` samples.
-    Batches are left-padded with an attention mask and decoded with the KV cache.
+    Every (vector, multiplier, prompt, sample) is one row of a batch, steered by its own
+    vector and multiplier (:class:`~steerlens.rows.RowSteering`), so a whole grid decodes
+    together; the answers equal one multiplier at a time (tested). Batches are left-padded,
+    sorted by length and sized by :func:`steerlens.logprobs.plan_batches`, and decoded with the
+    KV cache by the model's own ``generate`` (see :mod:`steerlens.decode`). Greedy by
+    default; ``sampling=Sampling(temperature=0.7, top_p=0.9, samples=3)`` samples.
+
+    Args:
+        vector: a vector, None (unsteered), or a list of them (a ``vector`` column tells
+            them apart).
+        system_prompt: one system prompt, or one per prompt.
+        batch_size: at most this many rows per batch (default: the measured rule).
+        backend: ``"auto"``, ``"native"`` or ``"bridge"`` (:func:`steerlens.decode.generate_rows`).
 
     Returns:
         One row per answer: ``prompt``, ``sample``, ``multiplier``, ``text``, ``positions``
-        and ``tokens`` (the new token ids, end-of-turn token dropped).
+        and ``tokens`` (the new token ids, end-of-turn token dropped); with a list of vectors
+        also ``vector``.
 
     Examples:
         >>> import steerlens as sl
@@ -329,56 +503,53 @@ def generate(
         >>> df.columns.tolist(), len(df)
         (['prompt', 'sample', 'multiplier', 'text', 'positions', 'tokens'], 1)
     """
-    _check_vector(model, vector)
+    vectors = as_vector_list(vector)
+    for v in vectors:
+        _check_vector(model, v)
     mults = [check_multiplier(m) for m in multipliers]
     tok = model.tokenizer
     eot = end_of_turn_id(tok)
-    device = model_device(model)
-    pad = pad_token_id(model)
     label = positions_label(positions)
-    jobs = [(i, k) for i in range(len(prompts)) for k in range(sampling.samples)]
-    encoded = [encode_prompt(tok, p, system_prompt) for p in prompts]
+    systems = _per_prompt(system_prompt, len(prompts))
+    encoded = [tuple(encode_prompt(tok, p, s)) for p, s in zip(prompts, systems, strict=True)]
+    jobs = [
+        (vi, m, i, k)
+        for vi in range(len(vectors))
+        for m in mults
+        for i in range(len(prompts))
+        for k in range(sampling.samples)
+    ]
+    # a prompt's random stream is keyed by its text: the same at every multiplier and vector,
+    # under any system prompt, in any batch or prompt list
+    keys = [zlib.crc32(p.encode()) for p in prompts]
+    rows = [GenRow(encoded[i], vectors[vi], m, (keys[i], k)) for vi, m, i, k in jobs]
+    new = generate_rows(
+        model, rows, max_new_tokens=max_new_tokens, eos_token_id=eot, positions=positions,
+        temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
+        batch_size=batch_size, backend=backend, progress=progress,
+    )  # fmt: skip
     records = []
-    bar = tqdm(total=len(jobs) * len(mults), desc="generate", disable=not progress, leave=False)
-    for m in mults:
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start : start + batch_size]
-            width = max(len(encoded[i]) for i, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            attn = torch.zeros((len(chunk), width), dtype=torch.long)
-            for j, (i, _) in enumerate(chunk):
-                ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                attn[j, width - len(encoded[i]) :] = 1
-            kwargs: dict[str, Any] = dict(
-                max_new_tokens=max_new_tokens,
-                do_sample=sampling.temperature > 0,
-                verbose=False,
-                return_type="tokens",
-                eos_token_id=eot,
-                stop_at_eos=True,
-            )
-            if sampling.temperature > 0:
-                kwargs.update(temperature=float(sampling.temperature), top_p=sampling.top_p)
-            if len(chunk) > 1:
-                kwargs["attention_mask"] = attn.to(device)
-            steering = (
-                vector.apply(model, m, positions)
-                if vector is not None and m != 0
-                else contextlib.nullcontext()
-            )
-            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-                torch.manual_seed(sampling.seed * 1_000_003 + start)
-                with steering:
-                    out = model.generate(ids.to(device), **kwargs)
-            for j, (i, k) in enumerate(chunk):
-                new = out[j, width:].tolist()
-                new = new[: new.index(eot)] if eot in new else new
-                text = tok.decode(new, skip_special_tokens=True).strip()
-                records.append((prompts[i], k, m, text, label, tuple(new)))
-            bar.update(len(chunk))
-    bar.close()
+    labels = vector_labels(vectors)
+    for (vi, m, i, k), toks in zip(jobs, new, strict=True):
+        text = tok.decode(toks, skip_special_tokens=True).strip()
+        rec = {"prompt": prompts[i], "sample": k, "multiplier": m, "text": text,
+               "positions": label, "tokens": tuple(toks)}  # fmt: skip
+        if len(vectors) > 1:
+            rec = {"vector": labels[vi], **rec}
+        records.append(rec)
     columns = ["prompt", "sample", "multiplier", "text", "positions", "tokens"]
+    if len(vectors) > 1:
+        columns.insert(0, "vector")
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _per_prompt(system_prompt: Any, n: int) -> list[str | None]:
+    if system_prompt is None or isinstance(system_prompt, str):
+        return [system_prompt] * n
+    systems = list(system_prompt)
+    if len(systems) != n:
+        raise ConfigError(f"system_prompt: {len(systems)} system prompts for {n} prompts")
+    return systems
 
 
 NEUTRAL_TEXTS = (
@@ -402,7 +573,7 @@ def kl_divergence(
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     positions: Positions = "all",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Mean KL(p_0 || p_steered) of next-token distributions over every position of neutral
@@ -421,22 +592,34 @@ def kl_divergence(
     device = model_device(model)
     seqs = [encode_text(tok, t) for t in texts]
     pad = pad_token_id(model)
-    records = []
     label = positions_label(positions)
-    for mult in tqdm(list(multipliers), desc="KL", disable=not progress, leave=False):
-        m = check_multiplier(mult)
-        total, count = 0.0, 0
-        for start in range(0, len(seqs), batch_size):
-            chunk = seqs[start : start + batch_size]
-            ids, mask = pad_rows([([], s) for s in chunk], pad, device)
-            base = torch.log_softmax(model(ids).float(), -1)
-            hooks = vector.fwd_hooks(m, positions)
-            set_prompt_ends(hooks, torch.tensor([len(s) - 1 for s in chunk]))
-            steer = torch.log_softmax(model.run_with_hooks(ids, fwd_hooks=hooks).float(), -1)
+    mults = [check_multiplier(m) for m in multipliers]
+    steered = [m for m in dict.fromkeys(mults) if m != 0]
+    per_text = 1 + len(steered)  # the unsteered row, then one row per nonzero multiplier
+    max_rows = (
+        batch_size if batch_size else (CPU_MAX_ROWS if device.type == "cpu" else GPU_MAX_ROWS)
+    )
+    plan = scoring_plan([len(x) for x in seqs], max(1, max_rows // per_text), model)
+    total = dict.fromkeys(steered, 0.0)
+    count = 0
+    for idx in tqdm(plan, desc="KL", disable=not progress, leave=False):
+        chunk = [seqs[i] for i in idx]
+        b = len(chunk)
+        ids, mask = pad_rows([([], x) for x in chunk] * per_text, pad, device)
+        steering = RowSteering([None] * b + [vector] * (b * len(steered)),
+                               [0.0] * b + [m for m in steered for _ in range(b)])  # fmt: skip
+        hooks = steering.fwd_hooks(positions)
+        set_prompt_ends(hooks, torch.tensor([len(x) - 1 for x in chunk] * per_text))
+        logp = torch.log_softmax(model.run_with_hooks(ids, fwd_hooks=hooks).float(), -1)
+        base, keep = logp[:b], mask[:b]
+        for k, m in enumerate(steered):
+            steer = logp[b * (k + 1) : b * (k + 2)]
             kl = (base.exp() * (base - steer)).sum(-1)
-            total += float(kl[mask].sum())
-            count += int(mask.sum())
-        records.append(
-            {"multiplier": m, "kl": total / max(count, 1), "tokens": count, "positions": label}
-        )
+            total[m] += float(kl[keep].sum())
+        count += int(keep.sum())
+    records = [
+        {"multiplier": m, "kl": total[m] / max(count, 1) if m != 0 else 0.0, "tokens": count,
+         "positions": label}
+        for m in mults
+    ]  # fmt: skip
     return pd.DataFrame.from_records(records)

@@ -20,7 +20,6 @@ Examples:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -30,11 +29,20 @@ import pandas as pd
 
 from steerlens.data import DEFAULT_SYSTEM_PROMPT
 from steerlens.errors import ConfigError, DataError
-from steerlens.evaluate import DEFAULT_MULTIPLIERS, GREEDY, Multipliers, Sampling, generate
+from steerlens.evaluate import (
+    DEFAULT_MULTIPLIERS,
+    GREEDY,
+    Multipliers,
+    Sampling,
+    Vectors,
+    as_vector_list,
+    generate,
+    margin_grid,
+)
 from steerlens.hooks import pad_token_id
 from steerlens.judge import Judge, judge_scores
-from steerlens.logprobs import EncodedPair, encode_prompt, pair_logprobs
-from steerlens.vector import Positions, SteeringVector
+from steerlens.logprobs import EncodedPair, encode_prompt
+from steerlens.vector import Positions
 
 #: Behaviour-instructing system prompts, ``{behaviour: (toward, away)}``, after the CAA
 #: paper's prompting baseline (nrimsky/CAA ``behaviors.py``, ``_SYSTEM_PROMPTS``); refusal
@@ -101,7 +109,7 @@ def generation_nll(
     prompt_tokens: Sequence[Sequence[int]],
     tokens: Sequence[Sequence[int]],
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed negative log-likelihood of each answer's ``tokens`` under the *unsteered*
     model, given its ``prompt_tokens``, and the number of tokens scored.
@@ -114,14 +122,15 @@ def generation_nll(
     if keep:
         # each answer as the "matching" side of a pair whose "not matching" side is empty
         enc = [EncodedPair(tuple(prompt_tokens[i]), tuple(tokens[i]), ()) for i in keep]
-        lp = pair_logprobs(model, enc, None, batch_size, share_prompt=False)
+        lp = margin_grid(model, [None], enc, [0.0], batch_size=batch_size, share_prompt=False)
+        lp = lp[0, 0]
         nll[keep] = -lp[:, 0].double().numpy()
     return nll, count
 
 
 def open_ended_score(
     model: Any,
-    vector: SteeringVector | None,
+    vector: Vectors,
     prompts: Sequence[str],
     judge: Judge,
     *,
@@ -130,16 +139,21 @@ def open_ended_score(
     per_item: bool = False,
     max_new_tokens: int = 48,
     sampling: Sampling = GREEDY,
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    system_prompt: str | None | Sequence[str | None] = DEFAULT_SYSTEM_PROMPT,
     method: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
+    backend: str = "auto",
     progress: bool = True,
 ) -> pd.DataFrame:
     """Generate answers to ``prompts`` at each multiplier and judge them.
 
+    Every multiplier (and every vector of a list) is generated in shared batches, each row
+    steered by its own vector and multiplier (:func:`~steerlens.evaluate.generate`).
+
     Args:
-        vector: the steering vector, or None (the unsteered model; with a ``system_prompt``
-            that instructs the behaviour this is the prompting baseline).
+        vector: the steering vector, None (the unsteered model; with a ``system_prompt``
+            that instructs the behaviour this is the prompting baseline), or a list of
+            vectors (the ``method`` column then names each by its metadata).
         prompts: open-ended questions (e.g. CAA's ``test_dataset_open_ended.json``).
         judge: a :class:`~steerlens.judge.BehaviourJudge` or any callable
             ``texts -> scores`` (an LLM judge, say).
@@ -151,7 +165,9 @@ def open_ended_score(
             score, perplexity, ``nll`` and ``tokens``) instead of one row per multiplier; read
             the answers there, and get the summary with :func:`summarize_open_ended`.
         method: label for the ``method`` column (default: the vector's ``method`` metadata,
-            ``"none"`` without a vector).
+            ``"none"`` without a vector); with a list of vectors the labels come from
+            their metadata (``name``, else ``method``).
+        backend: ``"auto"``, ``"native"`` or ``"bridge"`` (:mod:`steerlens.decode`).
 
     Returns:
         One row per multiplier: ``method``, ``multiplier``, ``behaviour`` (mean judge score),
@@ -172,21 +188,33 @@ def open_ended_score(
     if not callable(judge):
         raise ConfigError(f"judge must be callable (texts -> scores), got {type(judge).__name__}")
     pad_token_id(model)  # fails early if the tokenizer has neither a pad nor an EOS token
+    vectors = as_vector_list(vector)
     items = generate(
         model, vector, prompts, multipliers=multipliers, max_new_tokens=max_new_tokens,
         positions=positions, system_prompt=system_prompt, sampling=sampling,
-        batch_size=batch_size, progress=progress,
+        batch_size=batch_size, backend=backend, progress=progress,
     )  # fmt: skip
-    label = method or (vector.metadata.get("method") if vector is not None else None) or "none"
+    if len(vectors) > 1:
+        labels = items.pop("vector")
+    else:
+        v = vectors[0]
+        labels = method or (v.metadata.get("method") if v is not None else None) or "none"
     tok = model.tokenizer
-    prompt_tokens = {p: encode_prompt(tok, p, system_prompt) for p in set(items["prompt"])}
+    systems = (
+        [system_prompt] * len(prompts)
+        if system_prompt is None or isinstance(system_prompt, str)
+        else list(system_prompt)
+    )
+    prompt_tokens = [encode_prompt(tok, p, s) for p, s in zip(prompts, systems, strict=True)]
+    # generate's rows: vector, multiplier, prompt, sample (in that nesting order)
+    per_block = len(prompts) * sampling.samples
+    item = [(r % per_block) // sampling.samples for r in range(len(items))]
     nll, count = generation_nll(
-        model, [prompt_tokens[p] for p in items["prompt"]], items["tokens"].tolist(),
-        batch_size=batch_size,
-    )  # fmt: skip
+        model, [prompt_tokens[i] for i in item], items["tokens"].tolist(), batch_size=batch_size
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         items["perplexity"] = np.where(count > 0, np.exp(nll / np.maximum(count, 1)), np.nan)
-    items.insert(0, "method", label)
+    items.insert(0, "method", labels)
     items["behaviour"] = judge_scores(judge, items["text"].tolist())
     items["nll"], items["tokens"] = nll, count
     items["distinct2"] = [distinct_n([t]) for t in items["text"]]
@@ -236,7 +264,7 @@ def prompting_score(
     away: str | None = None,
     max_new_tokens: int = 48,
     sampling: Sampling = GREEDY,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     per_item: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -265,17 +293,18 @@ def prompting_score(
             f"prompting_score needs toward= and away= system prompts, or behaviour= one of "
             f"{known}; got behaviour={behaviour!r}"
         )
-    frames = []
-    score = functools.partial(
-        open_ended_score, model, None, prompts, judge, multipliers=(0,), method="prompt",
+    # the three system prompts' rows decode in shared batches: one prompt list, three times
+    systems = [(-1.0, away), (0.0, DEFAULT_SYSTEM_PROMPT), (1.0, toward)]
+    df = open_ended_score(
+        model, None, list(prompts) * 3, judge, multipliers=(0,), method="prompt",
         max_new_tokens=max_new_tokens, sampling=sampling, batch_size=batch_size,
-        per_item=per_item, progress=progress,
+        system_prompt=[s for _, s in systems for _ in prompts], per_item=True,
+        progress=progress,
     )  # fmt: skip
-    for mult, system in ((-1.0, away), (0.0, DEFAULT_SYSTEM_PROMPT), (1.0, toward)):
-        df = score(system_prompt=system)
-        df["multiplier"] = mult
-        df["positions"] = "system_prompt"  # no vector: the system prompt does the steering
-        frames.append(df)
+    per_block = len(prompts) * sampling.samples
+    df["multiplier"] = [systems[r // per_block][0] for r in range(len(df))]
+    df["positions"] = "system_prompt"  # no vector: the system prompt does the steering
+    frames = [df if per_item else summarize_open_ended(df)]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -106,14 +106,63 @@ class SteerHook:
     ``apply``) keeps that prompt's end.
     """
 
-    def __init__(self, vector: Tensor, multiplier: float, positions: Positions) -> None:
+    def __init__(
+        self,
+        vector: Float[Tensor, " d_model"] | Float[Tensor, "k d_model"],
+        multiplier: float | Sequence[float] | Tensor,
+        positions: Positions,
+        *,
+        index: Sequence[int] | Tensor | None = None,
+    ) -> None:
         self.vector = vector
-        self.multiplier = multiplier
         self.positions = positions
+        self.per_row = index is not None or not isinstance(multiplier, (int, float))
+        if self.per_row:
+            scale = torch.as_tensor(multiplier, dtype=torch.float64).reshape(-1)
+            rows = scale.shape[0]
+            idx = torch.zeros(rows, dtype=torch.long) if index is None else torch.as_tensor(index)
+            if idx.dtype not in (torch.int64, torch.int32) or idx.shape != (rows,):
+                raise ConfigError(
+                    f"index must hold one int per row ({rows} rows), got {tuple(idx.shape)}"
+                )
+            table = vector if vector.ndim == 2 else vector[None]
+            if bool((idx >= table.shape[0]).any()):
+                raise ConfigError(f"index refers to vector {int(idx.max())} of {table.shape[0]}")
+            # a row with no vector (index -1) or multiplier 0 adds exactly zero
+            scale = torch.where(idx < 0, 0.0, scale)
+            self.multiplier: float | Tensor = scale
+            self.index: Tensor | None = (idx.long() + 1).clamp(min=0)  # table row 0 is zero
+        else:
+            self.multiplier = float(multiplier)  # type: ignore[arg-type]
+            self.index = None
         self._seen = 0
         self._ends: Tensor | None = None  # per-row index of the prompt's last token
         self._next: tuple[str, Tensor | None] | None = None  # set by the model pre-hook
         self._cast: Tensor | None = None
+        self._delta: Tensor | None = None
+
+    @property
+    def rows(self) -> int | None:
+        """Batch rows this hook is set for (None: one multiplier for any batch)."""
+        return None if self.index is None else int(self.index.shape[0])
+
+    def delta(self, like: Tensor) -> Tensor:
+        """What is added: ``[d_model]`` (one multiplier) or ``[rows, d_model]`` (per row), in
+        ``like``'s dtype and device. Per-row values are computed as ``m * v`` is for one
+        multiplier (in fp32 or wider, then cast), so a row equals the one-multiplier result."""
+        if self._cast is None or self._cast.device != like.device or self._cast.dtype != like.dtype:
+            self._cast = self.vector.to(device=like.device, dtype=like.dtype)
+            self._delta = None
+        if self.index is None:
+            return self.multiplier * self._cast  # type: ignore[operator]
+        if self._delta is None or self.vector.requires_grad:
+            table = self._cast if self._cast.ndim == 2 else self._cast[None]
+            table = torch.cat([torch.zeros_like(table[:1]), table])
+            op = torch.promote_types(like.dtype, torch.float32)
+            scale = self.multiplier.to(device=like.device, dtype=op)  # type: ignore[union-attr]
+            rows = table[self.index.to(like.device)].to(op)
+            self._delta = (scale[:, None] * rows).to(like.dtype)
+        return self._delta
 
     def set_prompt_ends(self, ends: Tensor | None) -> None:
         """Use ``ends[b]`` as row b's last prompt position in the next full forward."""
@@ -147,10 +196,10 @@ class SteerHook:
         return sel
 
     def __call__(self, act: Tensor, hook: Any) -> Tensor:
-        if act.shape[-1] != self.vector.shape[0]:
+        if act.shape[-1] != self.vector.shape[-1]:
             raise VectorError(
                 f"hook {getattr(hook, 'name', '?')!r}: activation width {act.shape[-1]} does not "
-                f"match the vector's d_model {self.vector.shape[0]}"
+                f"match the vector's d_model {self.vector.shape[-1]}"
             )
         n = act.shape[1] if act.ndim == 3 else 1
         batch = act.shape[0] if act.ndim == 3 else 1
@@ -168,16 +217,21 @@ class SteerHook:
                 ends = self._ends  # same prompt, one more token (uncached generation)
             self._ends = ends
         self._seen = start + n
-        if self._cast is None or self._cast.device != act.device or self._cast.dtype != act.dtype:
-            self._cast = self.vector.to(device=act.device, dtype=act.dtype)
-        delta = self.multiplier * self._cast
+        delta = self.delta(act)
+        if delta.ndim == 2:
+            if act.ndim != 3 or act.shape[0] != delta.shape[0]:
+                raise VectorError(
+                    f"hook {getattr(hook, 'name', '?')!r}: set for {delta.shape[0]} batch rows "
+                    f"(one multiplier per row), got an activation of shape {tuple(act.shape)}"
+                )
+            delta = delta[:, None, :]
         mask = self._mask(start, n, batch, act.device)
         if mask is None:
             return act + delta
         return act + mask.unsqueeze(-1).to(act.dtype) * delta
 
 
-class _CallTracker:
+class CallTracker:
     """A forward pre-hook on the model that tells :class:`SteerHook` what each call is.
 
     It reads the call's token ids, ``attention_mask`` and ``past_key_values`` (public arguments
@@ -191,7 +245,7 @@ class _CallTracker:
         self._last: Tensor | None = None
 
     def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        ids = args[0] if args else kwargs.get("input")
+        ids = args[0] if args else kwargs.get("input", kwargs.get("input_ids"))
         if not isinstance(ids, Tensor) or ids.ndim != 2 or ids.is_floating_point():
             for h in self.hooks:
                 h._begin("full", None)
@@ -412,12 +466,13 @@ class SteeringVector:
                 )
 
     def fwd_hooks(
-        self, multiplier: float = 1.0, positions: Positions = "all"
+        self, multiplier: float | Sequence[float] = 1.0, positions: Positions = "all"
     ) -> list[tuple[str, SteerHook]]:
         """Hooks for ``model.run_with_hooks(..., fwd_hooks=...)`` or ``model.hooks(...)``.
 
         Args:
-            multiplier: scale of the vector (0 leaves the model unchanged).
+            multiplier: scale of the vector (0 leaves the model unchanged), or one multiplier
+                per batch row (a list or 1-D tensor): row ``b`` gets ``multiplier[b] * v``.
             positions: ``"all"`` (every position, as BiPO trains), ``"after_prompt"`` (the last
                 prompt token and everything generated, as CAA steers), an int ``k`` (positions
                 ``>= k``), or a boolean mask ``[pos]`` / ``[batch, pos]``.
@@ -427,42 +482,53 @@ class SteeringVector:
             >>> v = SteeringVector({"blocks.0.hook_resid_post": torch.ones(4)})
             >>> [name for name, _ in v.fwd_hooks(2.0)]
             ['blocks.0.hook_resid_post']
+            >>> v.fwd_hooks([1.0, -1.0, 0.0])[0][1].rows
+            3
         """
-        m = check_multiplier(multiplier)
-        pos = _check_positions(positions)
-        return [(name, SteerHook(vec, m, pos)) for name, vec in self.vectors.items()]
+        pos = check_positions(positions)
+        if isinstance(multiplier, str) or not isinstance(multiplier, (Sequence, Tensor)):
+            m = check_multiplier(multiplier)  # type: ignore[arg-type]
+            return [(name, SteerHook(vec, m, pos)) for name, vec in self.vectors.items()]
+        ms = check_multipliers(multiplier)
+        return [
+            (name, SteerHook(vec, ms, pos, index=[0] * len(ms)))
+            for name, vec in self.vectors.items()
+        ]
 
-    @contextlib.contextmanager
     def apply(
-        self, model: Any, multiplier: float = 1.0, positions: Positions = "all"
-    ) -> Iterator[Any]:
+        self,
+        model: Any,
+        multiplier: float | Sequence[float] = 1.0,
+        positions: Positions = "all",
+    ) -> contextlib.AbstractContextManager[Any]:
         """Context manager: steer ``model`` inside the ``with`` block.
 
         Hooks are removed on exit, also when the body raises. Nested ``apply`` blocks add their
-        vectors. Works inside ``model.generate(...)`` with or without the KV cache.
+        vectors. Works inside ``model.generate(...)`` with or without the KV cache. A list of
+        multipliers steers batch row ``b`` by ``multiplier[b]`` (every batch in the block must
+        have that many rows); rows with multiplier 0 are left untouched. For different vectors
+        per row see :class:`steerlens.rows.RowSteering`.
 
         Raises:
             VectorError: the model's d_model differs from the vector's.
             HookError: a hook name does not exist on the model.
             ConfigError: the multiplier is not a finite number or ``positions`` is invalid.
+
+        Examples:
+            >>> import torch, steerlens as sl
+            >>> m = sl.tiny_model(n_layers=2, d_model=32)
+            >>> v = SteeringVector({"blocks.1.hook_resid_post": torch.ones(32)})
+            >>> x = torch.tensor([[1, 2, 3], [1, 2, 3]])
+            >>> with v.apply(m, multiplier=[0.0, 2.0]):
+            ...     both = m(x)
+            >>> with v.apply(m, multiplier=2.0):
+            ...     one = m(x[:1])
+            >>> torch.equal(both[0], m(x)[0]), torch.allclose(both[1], one[0], atol=1e-5)
+            (True, True)
         """
         hooks = self.fwd_hooks(multiplier, positions)
         self.check_model(model)
-        _ACTIVE[id(model)] = _ACTIVE.get(id(model), 0) + 1
-        tracker = None
-        if isinstance(model, torch.nn.Module) and not _all_positions(hooks):
-            tracker = model.register_forward_pre_hook(
-                _CallTracker([h for _, h in hooks]), with_kwargs=True
-            )
-        try:
-            with model.hooks(fwd_hooks=hooks):
-                yield model
-        finally:
-            if tracker is not None:
-                tracker.remove()
-            _ACTIVE[id(model)] -= 1
-            if _ACTIVE[id(model)] <= 0:
-                del _ACTIVE[id(model)]
+        return steer_with(model, hooks)
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -545,11 +611,58 @@ class SteeringVector:
             raise VectorFileError(f"{path}: {e}") from e
 
 
+def check_multipliers(multipliers: Any) -> list[float]:
+    """One finite multiplier per row, as floats, else :class:`ConfigError`.
+
+    Examples:
+        >>> check_multipliers([1, "2", 0.5])
+        [1.0, 2.0, 0.5]
+    """
+    if isinstance(multipliers, Tensor):
+        multipliers = multipliers.reshape(-1).tolist()
+    if isinstance(multipliers, (str, bytes)) or not isinstance(multipliers, Sequence):
+        raise ConfigError(
+            f"multipliers must be a number or a sequence of numbers, got {multipliers!r}"
+        )
+    if not multipliers:
+        raise ConfigError("per-row multipliers: the sequence is empty")
+    return [check_multiplier(m) for m in multipliers]
+
+
+@contextlib.contextmanager
+def steer_with(
+    model: Any, hooks: Sequence[tuple[str, SteerHook]], *, track: Any = None
+) -> Iterator[Any]:
+    """Attach steering hooks to ``model`` for the ``with`` block, and remove them on exit.
+
+    Position-aware hooks are told what each call is (a new prompt, a decoding step) by a
+    :class:`CallTracker` forward pre-hook on ``track`` (default: the model itself; the
+    bridge's ``original_model`` when generation calls that directly). Used by
+    :meth:`SteeringVector.apply` and :meth:`steerlens.rows.RowSteering.apply`.
+    """
+    _ACTIVE[id(model)] = _ACTIVE.get(id(model), 0) + 1
+    tracker = None
+    try:
+        target = model if track is None else track
+        if isinstance(target, torch.nn.Module) and not _all_positions(hooks):
+            tracker = target.register_forward_pre_hook(
+                CallTracker([h for _, h in hooks]), with_kwargs=True
+            )
+        with model.hooks(fwd_hooks=list(hooks)):
+            yield model
+    finally:
+        if tracker is not None:
+            tracker.remove()
+        _ACTIVE[id(model)] -= 1
+        if _ACTIVE[id(model)] <= 0:
+            del _ACTIVE[id(model)]
+
+
 def _all_positions(hooks: Sequence[tuple[str, SteerHook]]) -> bool:
     return all(isinstance(h.positions, str) and h.positions == "all" for _, h in hooks)
 
 
-def _check_positions(positions: Any) -> Positions:
+def check_positions(positions: Any) -> Positions:
     if isinstance(positions, str):
         if positions not in {"all", "after_prompt"}:
             raise ConfigError(

@@ -20,7 +20,7 @@ DEFAULTS = {
     "multipliers": sl.DEFAULT_MULTIPLIERS,
     "positions": "all",
     "progress": True,
-    "batch_size": 8,
+    "batch_size": None,  # None: the measured rule (steerlens.logprobs.plan_batches)
     "system_prompt": DEFAULT_SYSTEM_PROMPT,
     "hook": "resid_post",
     "per_item": False,
