@@ -9,6 +9,7 @@ Examples:
 from steerlens import analysis, interop, viz  # noqa: E402 - sub-packages used as sl.analysis
 from steerlens.baselines import caa_vector, extract_vector, pca_vector
 from steerlens.bipo import BiPOConfig, bipo_loss, train_bipo
+from steerlens.conditional import Condition, Conditional, search_condition
 from steerlens.data import (
     DEFAULT_SYSTEM_PROMPT,
     PreferencePair,
@@ -42,6 +43,7 @@ from steerlens.evaluate import (
     preference_margin,
 )
 from steerlens.grid import SweepError, sweep_grid
+from steerlens.interventions import Ablate, Add, Cap, Intervention, ablation
 from steerlens.judge import BehaviourJudge, SentenceEmbedder
 from steerlens.models import ModelSpec, load_model, resid_hook, tiny_model
 from steerlens.openended import BEHAVIOUR_PROMPTS, open_ended_score, prompting_score
@@ -53,6 +55,14 @@ from steerlens.vector import SteeringVector, active_hooks, is_steered
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ablate",
+    "Add",
+    "Cap",
+    "Condition",
+    "Conditional",
+    "Intervention",
+    "ablation",
+    "search_condition",
     "RowSteering",
     "RePSConfig",
     "reps_loss",

@@ -29,18 +29,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import NoneType
 from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steerlens.conditional import Conditional, ConditionReport
 from steerlens.errors import ConfigError
 from steerlens.hooks import model_device, pad_token_id
+from steerlens.interventions import Intervention
 from steerlens.logprobs import plan_batches
 from steerlens.native import can_run_native, native_hooks, native_model
 from steerlens.rows import RowSteering
-from steerlens.vector import Positions, SteeringVector
+from steerlens.vector import Positions, SteeringVector, steer_with
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class GenRow:
     multiplier, and the key of its random stream when sampling."""
 
     prompt: tuple[int, ...]
-    vector: SteeringVector | None
+    vector: SteeringVector | Intervention | Conditional | None
     multiplier: float
     key: tuple[int, ...] = ()
 
@@ -104,7 +107,7 @@ def _generate_batch(
     positions: Positions,
     eos_token_id: int,
     backend: str,
-) -> list[list[int]]:
+) -> list[tuple[list[int], bool | None]]:
     from transformers import GenerationConfig
 
     device = model_device(model)
@@ -115,9 +118,25 @@ def _generate_batch(
     for j, r in enumerate(rows):
         ids[j, width - len(r.prompt) :] = torch.tensor(r.prompt, dtype=torch.long)
         mask[j, width - len(r.prompt) :] = 1
-    steering = RowSteering([r.vector if r.multiplier != 0 else None for r in rows],
-                           [r.multiplier for r in rows])  # fmt: skip
-    hooks = steering.fwd_hooks(positions)
+    rule = next(
+        (r.vector for r in rows
+         if r.multiplier != 0 and not isinstance(r.vector, (SteeringVector, NoneType))),
+        None,
+    )  # fmt: skip
+    report = None
+    if rule is None:  # vectors: one row-to-vector table per hook
+        vecs = [r.vector if isinstance(r.vector, SteeringVector) else None for r in rows]
+        steering = RowSteering(vecs, [r.multiplier for r in rows])
+        steering.check_model(model)
+        hooks: list[tuple[str, Any]] = list(steering.fwd_hooks(positions))
+    else:  # one intervention or conditional rule for the batch, a multiplier per row
+        mults = [r.multiplier if r.vector is rule else 0.0 for r in rows]
+        rule.check_model(model)
+        if isinstance(rule, Conditional):
+            report = ConditionReport()
+            hooks = list(rule.fwd_hooks(mults, positions, report))
+        else:
+            hooks = list(rule.fwd_hooks(mults, positions))
     names = [n for n, _ in hooks]
     native = native_model(model) if backend != "bridge" else None
     use_native = native is not None and can_run_native(model, names)
@@ -142,8 +161,7 @@ def _generate_batch(
     if use_native and native is not None:
         ctx: contextlib.AbstractContextManager[Any] = native_hooks(native, hooks)
     elif hooks:
-        steering.check_model(model)
-        ctx = steering.apply(model, positions, track=model.original_model)
+        ctx = steer_with(model, hooks, track=model.original_model)
     else:
         ctx = contextlib.nullcontext()
     with torch.no_grad(), ctx:
@@ -154,9 +172,11 @@ def _generate_batch(
             logits_processor=processors,
         )
     result = []
+    met = report.decisions[0] if report is not None and report.decisions else None
     for j in range(len(rows)):
         new = out[j, width:].tolist()
-        result.append(new[: new.index(eos_token_id)] if eos_token_id in new else new)
+        new = new[: new.index(eos_token_id)] if eos_token_id in new else new
+        result.append((new, None if met is None or rows[j].vector is not rule else met[j]))
     return result
 
 
@@ -173,8 +193,15 @@ def generate_rows(
     batch_size: int | None = None,
     backend: str = "auto",
     progress: bool = False,
+    decisions: list[bool | None] | None = None,
 ) -> list[list[int]]:
     """New token ids (the end-of-turn token and what follows it dropped) for every row.
+
+    A row's ``vector`` is a :class:`~steerlens.vector.SteeringVector`, None, an
+    :class:`~steerlens.interventions.Intervention` or a
+    :class:`~steerlens.conditional.Conditional`; rows of each intervention or rule are batched
+    among themselves (vectors of any kind share batches). With ``decisions`` (a list), it is
+    filled with each row's condition decision (None for rows without a rule).
 
     Args:
         backend: ``"auto"`` (the native tree where checked, else the bridge), ``"native"``
@@ -186,18 +213,27 @@ def generate_rows(
     if backend not in {"auto", "native", "bridge"}:
         raise ConfigError(f"backend must be 'auto', 'native' or 'bridge', got {backend!r}")
     options = DecodeOptions(max_new_tokens, float(temperature), top_p, seed)
-    plan = plan_batches([len(r.prompt) for r in rows], max_new_tokens, batch_size=batch_size,
-                      device=model_device(model))  # fmt: skip
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        rule = not isinstance(r.vector, (SteeringVector, NoneType)) and r.multiplier != 0
+        groups.setdefault(id(r.vector) if rule else 0, []).append(i)
     out: list[list[int]] = [[] for _ in rows]
+    met: list[bool | None] = [None] * len(rows)
     bar = tqdm(total=len(rows), desc="generate", disable=not progress, leave=False)
-    for idx in plan:
-        new = _generate_batch(
-            model, [rows[i] for i in idx], options, positions, eos_token_id, backend
-        )
-        for i, toks in zip(idx, new, strict=True):
-            out[i] = toks
-        bar.update(len(idx))
+    for members in groups.values():
+        plan = plan_batches([len(rows[i].prompt) for i in members], max_new_tokens,
+                            batch_size=batch_size, device=model_device(model))  # fmt: skip
+        for part in plan:
+            idx = [members[k] for k in part]
+            new = _generate_batch(
+                model, [rows[i] for i in idx], options, positions, eos_token_id, backend
+            )
+            for i, (toks, decided) in zip(idx, new, strict=True):
+                out[i], met[i] = toks, decided
+            bar.update(len(idx))
     bar.close()
+    if decisions is not None:
+        decisions[:] = met
     return out
 
 

@@ -28,10 +28,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.compat import deprecated_args
+from steerlens.conditional import Conditional
 from steerlens.data import DEFAULT_SYSTEM_PROMPT, PreferencePair
 from steerlens.decode import GenRow, generate_rows
 from steerlens.errors import ConfigError, DataError
 from steerlens.hooks import model_device, pad_token_id
+from steerlens.interventions import Intervention
 from steerlens.logprobs import (
     CPU_MAX_ROWS,
     GPU_MAX_ROWS,
@@ -410,40 +412,50 @@ GREEDY = Sampling()
 
 
 Vectors = SteeringVector | None | Sequence[SteeringVector | None]
+#: What ``generate`` and ``open_ended_score`` steer with: vectors, interventions, conditionals.
+Steering = SteeringVector | Intervention | Conditional | None
+AnySteering = Steering | Sequence[Steering]
 
 
-def as_vector_list(vector: Vectors) -> list[SteeringVector | None]:
+def as_vector_list(vector: Any, *, rules: bool = False) -> list[Any]:
     """One vector, None, or a list of them, as a list (the evaluators' ``vector`` argument).
+    With ``rules=True`` an :class:`~steerlens.interventions.Intervention` or a
+    :class:`~steerlens.conditional.Conditional` may stand for a vector.
 
     Examples:
         >>> as_vector_list(None)
         [None]
     """
-    if vector is None or isinstance(vector, SteeringVector):
+    kinds: tuple[type, ...] = (
+        (SteeringVector, Intervention, Conditional) if rules else (SteeringVector,)
+    )
+    what = "a SteeringVector, Intervention, Conditional" if rules else "a SteeringVector"
+    if vector is None or isinstance(vector, kinds):
         return [vector]
     if isinstance(vector, (str, bytes)) or not isinstance(vector, Sequence) or not vector:
         raise ConfigError(
-            "vector must be a SteeringVector, None, or a non-empty list of them, "
-            f"got {type(vector).__name__}"
+            f"vector must be {what}, None, or a non-empty list of them, got {type(vector).__name__}"
         )
     for i, v in enumerate(vector):
-        if v is not None and not isinstance(v, SteeringVector):
-            raise ConfigError(f"vector[{i}]: expected a SteeringVector or None, got {v!r}")
+        if v is not None and not isinstance(v, kinds):
+            raise ConfigError(f"vector[{i}]: expected {what} or None, got {v!r}")
     return list(vector)
 
 
-def vector_label(vector: SteeringVector | None, i: int = 0) -> str:
+def vector_label(vector: Any, i: int = 0) -> str:
     """How results tables name a vector: its ``name``, else ``method``, metadata; ``"none"``
-    for no vector; ``"vector{i}"`` otherwise."""
+    for no vector; ``"conditional"`` for a conditional rule; ``"vector{i}"`` otherwise."""
     if vector is None:
         return "none"
+    if isinstance(vector, Conditional):
+        return "conditional"
     for key in ("name", "method"):
         if vector.metadata.get(key):
             return str(vector.metadata[key])
     return f"vector{i}"
 
 
-def vector_labels(vectors: Sequence[SteeringVector | None]) -> list[str]:
+def vector_labels(vectors: Sequence[Any]) -> list[str]:
     """:func:`vector_label` of each vector, made unique (``bipo``, ``bipo#2``, ...).
 
     Examples:
@@ -463,7 +475,7 @@ def vector_labels(vectors: Sequence[SteeringVector | None]) -> list[str]:
 @torch.no_grad()
 def generate(
     model: Any,
-    vector: Vectors,
+    vector: AnySteering,
     prompts: Sequence[str],
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
@@ -485,8 +497,11 @@ def generate(
     default; ``sampling=Sampling(temperature=0.7, top_p=0.9, samples=3)`` samples.
 
     Args:
-        vector: a vector, None (unsteered), or a list of them (a ``vector`` column tells
-            them apart).
+        vector: a vector, None (unsteered), an
+            :class:`~steerlens.interventions.Intervention`, a
+            :class:`~steerlens.conditional.Conditional`, or a list of them (a ``vector``
+            column tells them apart). With a conditional rule a ``condition_met`` column says
+            which rows it steered (None for rows it did not decide).
         system_prompt: one system prompt, or one per prompt.
         batch_size: at most this many rows per batch (default: the measured rule).
         backend: ``"auto"``, ``"native"`` or ``"bridge"`` (:func:`steerlens.decode.generate_rows`).
@@ -503,9 +518,10 @@ def generate(
         >>> df.columns.tolist(), len(df)
         (['prompt', 'sample', 'multiplier', 'text', 'positions', 'tokens'], 1)
     """
-    vectors = as_vector_list(vector)
+    vectors = as_vector_list(vector, rules=True)
     for v in vectors:
-        _check_vector(model, v)
+        if v is not None:
+            v.check_model(model)
     mults = [check_multiplier(m) for m in multipliers]
     tok = model.tokenizer
     eot = end_of_turn_id(tok)
@@ -523,23 +539,29 @@ def generate(
     # under any system prompt, in any batch or prompt list
     keys = [zlib.crc32(p.encode()) for p in prompts]
     rows = [GenRow(encoded[i], vectors[vi], m, (keys[i], k)) for vi, m, i, k in jobs]
+    decisions: list[bool | None] = []
     new = generate_rows(
         model, rows, max_new_tokens=max_new_tokens, eos_token_id=eot, positions=positions,
         temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
-        batch_size=batch_size, backend=backend, progress=progress,
+        batch_size=batch_size, backend=backend, progress=progress, decisions=decisions,
     )  # fmt: skip
+    conditional = any(isinstance(v, Conditional) for v in vectors)
     records = []
     labels = vector_labels(vectors)
-    for (vi, m, i, k), toks in zip(jobs, new, strict=True):
+    for (vi, m, i, k), toks, met in zip(jobs, new, decisions, strict=True):
         text = tok.decode(toks, skip_special_tokens=True).strip()
         rec = {"prompt": prompts[i], "sample": k, "multiplier": m, "text": text,
                "positions": label, "tokens": tuple(toks)}  # fmt: skip
+        if conditional:
+            rec["condition_met"] = met
         if len(vectors) > 1:
             rec = {"vector": labels[vi], **rec}
         records.append(rec)
     columns = ["prompt", "sample", "multiplier", "text", "positions", "tokens"]
     if len(vectors) > 1:
         columns.insert(0, "vector")
+    if conditional:
+        columns.append("condition_met")
     return pd.DataFrame.from_records(records, columns=columns)
 
 

@@ -137,6 +137,11 @@ def bridge_from_hf(
     _quiet_transformers()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    config = getattr(hf_model, "config", None)
+    if config is not None and not getattr(config, "architectures", None):
+        # configs built in code carry no `architectures`; TransformerLens picks its adapter
+        # from it, so name the class the model is (e.g. Gemma3ForCausalLM)
+        config.architectures = [type(hf_model).__name__]
     if getattr(hf_model, "hf_device_map", None) is None:  # not spread over devices
         hf_model = hf_model.to(dtype)
         if device is not None:
@@ -289,6 +294,11 @@ def _load(
 def _hf_name_from_config(hf: Any, default: str = "local-model") -> str:
     name = getattr(hf.config, "_name_or_path", None) or default
     return str(name)
+
+
+def smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer from the embedded GGUF file (cached on disk)."""
+    return _smollm2_tokenizer()
 
 
 def _smollm2_tokenizer():

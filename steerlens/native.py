@@ -1,11 +1,13 @@
 """The model's own module tree under a ``TransformerBridge``, for generation at native speed.
 
-A ``TransformerBridge`` wraps each Hugging Face module in a bridge component with hook points;
-generating through it costs 1.2-2x what the Hugging Face model costs (measured in
-``docs/performance.md``). :func:`native_model` rebuilds the plain module tree: every bridge
-component replaced by the module it wraps (``_original_component``), the parameters shared,
-not copied. Steering hooks at ``blocks.N.hook_resid_post`` (the output of block N) and
-``blocks.N.hook_resid_pre`` (its input) then become plain PyTorch forward hooks on block N.
+A ``TransformerBridge`` wraps each Hugging Face module in a bridge component with hook points
+and switches the model to eager attention; generating through it costs 1.2-2x what the Hugging
+Face model costs (measured in ``docs/performance.md``). :func:`native_model` rebuilds the
+plain module tree: every bridge component replaced by the module it wraps
+(``_original_component``), the parameters shared, not copied, and the model's own attention
+kernel (SDPA) restored on a copy of its config. Steering hooks at ``blocks.N.hook_resid_post``
+(the output of block N) and ``blocks.N.hook_resid_pre`` (its input) then become plain PyTorch
+forward hooks on block N.
 
 The equivalence is checked once per model and hook site (:func:`native_sites`): the native
 tree's logits must equal the bridge's, unsteered and with a random vector added at a middle
@@ -93,10 +95,35 @@ def native_model(model: Any) -> NativeModel | None:
         module = _unwrap(original, memo)
         native_blocks = tuple(memo.get(id(b)) for b in blocks)
         if all(b is not None for b in native_blocks) and hasattr(module, "generate"):
+            _own_attention(module)
             out = NativeModel(module, native_blocks)  # type: ignore[arg-type]
     with contextlib.suppress(TypeError):
         _NATIVE[model] = out
     return out
+
+
+def _own_attention(module: torch.nn.Module) -> None:
+    """Give the native tree the model's own attention kernel back.
+
+    TransformerLens switches the wrapped model's config to eager attention (it reads attention
+    patterns); the native tree gets a copy of each config with SDPA where the model class
+    supports it, as ``from_pretrained`` would choose. The bridge's own config is untouched.
+    """
+    if not getattr(type(module), "_supports_sdpa", False):
+        return
+    copies: dict[int, Any] = {}
+    for m in module.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is None or not hasattr(cfg, "_attn_implementation"):
+            continue
+        if id(cfg) not in copies:
+            new = copy.deepcopy(cfg)
+            try:
+                new._attn_implementation = "sdpa"
+            except (AttributeError, ValueError):  # pragma: no cover - read-only on some configs
+                return
+            copies[id(cfg)] = new
+        m.config = copies[id(cfg)]
 
 
 def _first(output: Any) -> Tensor:
@@ -157,8 +184,11 @@ def native_hooks(native: NativeModel, hooks: Sequence[tuple[str, SteerHook]]) ->
 
 
 def _probe_logits(module: Any, ids: Tensor, mask: Tensor) -> Tensor:
+    """Logits at the attended positions only (padding rows differ between attention kernels
+    and never matter)."""
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return module(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+    logits = module(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+    return logits[mask.bool()]
 
 
 def native_sites(model: Any) -> frozenset[str]:

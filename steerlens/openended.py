@@ -32,12 +32,13 @@ from steerlens.errors import ConfigError, DataError
 from steerlens.evaluate import (
     DEFAULT_MULTIPLIERS,
     GREEDY,
+    AnySteering,
     Multipliers,
     Sampling,
-    Vectors,
     as_vector_list,
     generate,
     margin_grid,
+    vector_label,
 )
 from steerlens.hooks import pad_token_id
 from steerlens.judge import Judge, judge_scores
@@ -130,7 +131,7 @@ def generation_nll(
 
 def open_ended_score(
     model: Any,
-    vector: Vectors,
+    vector: AnySteering,
     prompts: Sequence[str],
     judge: Judge,
     *,
@@ -188,7 +189,7 @@ def open_ended_score(
     if not callable(judge):
         raise ConfigError(f"judge must be callable (texts -> scores), got {type(judge).__name__}")
     pad_token_id(model)  # fails early if the tokenizer has neither a pad nor an EOS token
-    vectors = as_vector_list(vector)
+    vectors = as_vector_list(vector, rules=True)
     items = generate(
         model, vector, prompts, multipliers=multipliers, max_new_tokens=max_new_tokens,
         positions=positions, system_prompt=system_prompt, sampling=sampling,
@@ -198,7 +199,8 @@ def open_ended_score(
         labels = items.pop("vector")
     else:
         v = vectors[0]
-        labels = method or (v.metadata.get("method") if v is not None else None) or "none"
+        meta = getattr(v, "metadata", {}) if v is not None else {}
+        labels = method or meta.get("method") or (vector_label(v) if v is not None else "none")
     tok = model.tokenizer
     systems = (
         [system_prompt] * len(prompts)
@@ -225,7 +227,8 @@ def summarize_open_ended(items: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, multiplier, positions) from a ``per_item=True`` table.
 
     ``perplexity`` is token-weighted: ``exp(sum nll / sum tokens)`` over the group's
-    generations; ``distinct2`` counts the bigrams of all of them together.
+    generations; ``distinct2`` counts the bigrams of all of them together. With a conditional
+    rule, ``steered`` is the share of answers whose condition held.
 
     Examples:
         >>> items = pd.DataFrame({"method": "x", "multiplier": [1.0, 1.0], "positions": "all",
@@ -250,7 +253,12 @@ def summarize_open_ended(items: pd.DataFrame) -> pd.DataFrame:
                 "positions": pos,
             }
         )
+        if "condition_met" in grp:
+            decided = grp["condition_met"].dropna()
+            rows[-1]["steered"] = float(decided.astype(bool).mean()) if len(decided) else math.nan
     cols = ["method", "multiplier", "behaviour", "perplexity", "distinct2", "n", "positions"]
+    if "condition_met" in items:
+        cols.append("steered")
     return pd.DataFrame.from_records(rows, columns=cols)
 
 

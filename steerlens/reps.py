@@ -78,6 +78,7 @@ from torch import Tensor
 from steerlens.bipo import BiPOConfig, BiPOTrainer, LogprobsFn
 from steerlens.data import PreferencePair
 from steerlens.errors import ConfigError
+from steerlens.interventions import clamp_along
 from steerlens.logprobs import EncodedPair, batch_logprobs
 from steerlens.vector import SteerHook, SteeringVector
 
@@ -109,6 +110,8 @@ class RePSConfig(BiPOConfig):
 class NullHook:
     """Removes the positive component along ``vector``: ``h - relu(h . v) / |v|^2 * v``
     (AxBench's ``PreferenceVectorIntervention`` at factor 0). At v = 0 it leaves h alone.
+    It is the projection cap ``Cap(v, max=0)`` of :mod:`steerlens.interventions` (one form,
+    :func:`~steerlens.interventions.clamp_along`, serves both).
 
     Examples:
         >>> import torch
@@ -121,9 +124,7 @@ class NullHook:
         self.vector = vector
 
     def __call__(self, act: Tensor, hook: Any) -> Tensor:
-        v = self.vector.to(device=act.device, dtype=act.dtype)
-        coef = torch.relu(act @ v) / (v @ v).clamp_min(1e-12)
-        return act - coef.unsqueeze(-1) * v
+        return clamp_along(act, self.vector.to(device=act.device, dtype=act.dtype), max=0.0)
 
 
 def reps_loss(

@@ -84,26 +84,104 @@ def _check_tensor(name: str, t: Any, where: str = "") -> Tensor:
     return t
 
 
-class SteerHook:
-    """The forward hook that adds ``multiplier * vector`` at selected positions.
+class PositionalHook:
+    """Base of steerlens' forward hooks: which positions of each call to change.
 
     Positions are counted per forward pass. A *full* forward (a prompt, or a re-run of a whole
     sequence) starts at position 0; a KV-cached *decoding* step continues after the positions
-    already seen. ``"after_prompt"`` steers, in each row, from the prompt's last token on (CAA's
-    protocol: Rimsky et al. 2024, ``add_vector_from_position`` at the end of the instruction in
-    nrimsky/CAA ``llama_wrapper.py``) and every generated token. The prompt's last token is found
-    on every full forward:
+    already seen. ``"after_prompt"`` changes, in each row, the prompt's last token and
+    everything after it (CAA's protocol: Rimsky et al. 2024, ``add_vector_from_position`` at
+    the end of the instruction in nrimsky/CAA ``llama_wrapper.py``) and every generated token.
+    The prompt's last token (and first, for left padding) is found on every full forward:
 
     * set explicitly with :meth:`set_prompt_ends` (what steerlens' evaluators do for their
       right-padded rows), else
-    * from the ``attention_mask`` of the call (the last attended position of each row, left or
-      right padding), recorded by :meth:`SteeringVector.apply`, else
+    * from the ``attention_mask`` of the call (the attended span of each row, left or right
+      padding), told by a :class:`CallTracker` on the model, else
     * the last column (an unpadded batch).
 
     Nothing is remembered across full forwards, so reusing one hook (one ``apply`` block) for
     several calls equals a fresh ``apply`` each time. A full forward that only extends the
-    previous one by a token (``model.generate(..., use_past_kv_cache=False)``, seen by
-    ``apply``) keeps that prompt's end.
+    previous one by a token (``model.generate(..., use_past_kv_cache=False)``) keeps that
+    prompt's span. Subclasses implement :meth:`change`.
+    """
+
+    def __init__(self, positions: Positions) -> None:
+        self.positions = positions
+        self._seen = 0
+        self._ends: Tensor | None = None  # per-row index of the prompt's last token
+        self._starts: Tensor | None = None  # per-row index of the prompt's first token
+        self._next: tuple[str, Tensor | None, Tensor | None] | None = None
+        self.decoding = False
+
+    def set_prompt_ends(self, ends: Tensor | None) -> None:
+        """Use ``ends[b]`` as row b's last prompt position in the next full forward."""
+        self._next = ("full", None if ends is None else ends.long(), None)
+
+    def begin_call(self, kind: str, ends: Tensor | None, starts: Tensor | None = None) -> None:
+        """Called by :class:`CallTracker` before each model call: ``kind`` is ``"full"``,
+        ``"extend"`` (an uncached re-run one token longer) or ``"decode"``."""
+        self._next = (kind, ends, starts)
+
+    def prompt_span(self, batch: int, n: int) -> tuple[Tensor, Tensor]:
+        """Per-row first and last prompt position of the current full forward."""
+        ends = self._ends if self._ends is not None else torch.full((batch,), n - 1)
+        starts = self._starts if self._starts is not None else torch.zeros(batch, dtype=torch.long)
+        return starts.long(), ends.long()
+
+    def _mask(self, start: int, n: int, batch: int, device: torch.device) -> Tensor | None:
+        pos = self.positions
+        idx = torch.arange(start, start + n, device=device)
+        if isinstance(pos, str):
+            if pos == "all":
+                return None
+            ends = self._ends
+            if ends is None:  # no padding known: the prompt ends at the last column
+                return None if start > 0 else (idx >= n - 1).expand(batch, n)
+            ends = ends.to(device)
+            if ends.shape[0] != batch:
+                raise VectorError(
+                    f"positions='after_prompt': {ends.shape[0]} prompt ends for a batch of {batch}"
+                )
+            return idx[None, :] >= ends[:, None]
+        if isinstance(pos, int):
+            return idx >= pos
+        mask = pos.to(device)
+        length = mask.shape[-1]
+        inside = idx < length
+        sel = mask[..., idx.clamp(max=length - 1)] & inside
+        return sel
+
+    def __call__(self, act: Tensor, hook: Any) -> Tensor:
+        n = act.shape[1] if act.ndim == 3 else 1
+        batch = act.shape[0] if act.ndim == 3 else 1
+        told, self._next = self._next, None
+        if told is not None:
+            decoding = told[0] == "decode"
+        else:  # no pre-hook (``run_with_hooks``): one token after a pass is a decoding step
+            decoding = n == 1 and self._seen > 0
+        if decoding:
+            start = self._seen
+        else:
+            start = 0
+            ends = told[1] if told is not None else None
+            starts = told[2] if told is not None else None
+            if told is not None and told[0] == "extend":
+                ends, starts = self._ends, self._starts  # same prompt, one more token
+            self._ends, self._starts = ends, starts
+        self.decoding = decoding
+        self._seen = start + n
+        return self.change(act, self._mask(start, n, batch, act.device), hook)
+
+    def change(self, act: Tensor, mask: Tensor | None, hook: Any) -> Tensor:
+        """The new activation; ``mask`` (None: every position) selects positions to change."""
+        raise NotImplementedError
+
+
+class SteerHook(PositionalHook):
+    """The forward hook that adds ``multiplier * vector`` at selected positions
+    (:class:`PositionalHook`), with one multiplier, or one per batch row (and a stacked table
+    of vectors with a row-to-vector ``index``: :class:`steerlens.rows.RowSteering`).
     """
 
     def __init__(
@@ -114,8 +192,8 @@ class SteerHook:
         *,
         index: Sequence[int] | Tensor | None = None,
     ) -> None:
+        super().__init__(positions)
         self.vector = vector
-        self.positions = positions
         self.per_row = index is not None or not isinstance(multiplier, (int, float))
         if self.per_row:
             scale = torch.as_tensor(multiplier, dtype=torch.float64).reshape(-1)
@@ -135,9 +213,6 @@ class SteerHook:
         else:
             self.multiplier = float(multiplier)  # type: ignore[arg-type]
             self.index = None
-        self._seen = 0
-        self._ends: Tensor | None = None  # per-row index of the prompt's last token
-        self._next: tuple[str, Tensor | None] | None = None  # set by the model pre-hook
         self._cast: Tensor | None = None
         self._delta: Tensor | None = None
 
@@ -164,59 +239,12 @@ class SteerHook:
             self._delta = (scale[:, None] * rows).to(like.dtype)
         return self._delta
 
-    def set_prompt_ends(self, ends: Tensor | None) -> None:
-        """Use ``ends[b]`` as row b's last prompt position in the next full forward."""
-        self._next = ("full", None if ends is None else ends.long())
-
-    def _begin(self, kind: str, ends: Tensor | None) -> None:
-        """Called by :meth:`SteeringVector.apply`'s pre-hook before each model call."""
-        self._next = (kind, ends)
-
-    def _mask(self, start: int, n: int, batch: int, device: torch.device) -> Tensor | None:
-        pos = self.positions
-        idx = torch.arange(start, start + n, device=device)
-        if isinstance(pos, str):
-            if pos == "all":
-                return None
-            ends = self._ends
-            if ends is None:  # no padding known: the prompt ends at the last column
-                return None if start > 0 else (idx >= n - 1).expand(batch, n)
-            ends = ends.to(device)
-            if ends.shape[0] != batch:
-                raise VectorError(
-                    f"positions='after_prompt': {ends.shape[0]} prompt ends for a batch of {batch}"
-                )
-            return idx[None, :] >= ends[:, None]
-        if isinstance(pos, int):
-            return idx >= pos
-        mask = pos.to(device)
-        length = mask.shape[-1]
-        inside = idx < length
-        sel = mask[..., idx.clamp(max=length - 1)] & inside
-        return sel
-
-    def __call__(self, act: Tensor, hook: Any) -> Tensor:
+    def change(self, act: Tensor, mask: Tensor | None, hook: Any) -> Tensor:
         if act.shape[-1] != self.vector.shape[-1]:
             raise VectorError(
                 f"hook {getattr(hook, 'name', '?')!r}: activation width {act.shape[-1]} does not "
                 f"match the vector's d_model {self.vector.shape[-1]}"
             )
-        n = act.shape[1] if act.ndim == 3 else 1
-        batch = act.shape[0] if act.ndim == 3 else 1
-        told, self._next = self._next, None
-        if told is not None:
-            decoding = told[0] == "decode"
-        else:  # no pre-hook (``run_with_hooks``): one token after a pass is a decoding step
-            decoding = n == 1 and self._seen > 0
-        if decoding:
-            start = self._seen
-        else:
-            start = 0
-            ends = told[1] if told is not None else None
-            if told is not None and told[0] == "extend":
-                ends = self._ends  # same prompt, one more token (uncached generation)
-            self._ends = ends
-        self._seen = start + n
         delta = self.delta(act)
         if delta.ndim == 2:
             if act.ndim != 3 or act.shape[0] != delta.shape[0]:
@@ -225,22 +253,22 @@ class SteerHook:
                     f"(one multiplier per row), got an activation of shape {tuple(act.shape)}"
                 )
             delta = delta[:, None, :]
-        mask = self._mask(start, n, batch, act.device)
         if mask is None:
             return act + delta
         return act + mask.unsqueeze(-1).to(act.dtype) * delta
 
 
 class CallTracker:
-    """A forward pre-hook on the model that tells :class:`SteerHook` what each call is.
+    """A forward pre-hook on the model that tells :class:`PositionalHook` s what each call is.
 
     It reads the call's token ids, ``attention_mask`` and ``past_key_values`` (public arguments
     of ``TransformerBridge.forward``): a call with a KV cache and one new token is a decoding
     step; a call whose ids extend the previous call's ids by one token continues an uncached
-    generation; any other call is a new prompt whose per-row end is the last attended position.
+    generation; any other call is a new prompt whose per-row span runs from the first to the
+    last attended position.
     """
 
-    def __init__(self, hooks: Sequence[SteerHook]) -> None:
+    def __init__(self, hooks: Sequence[PositionalHook]) -> None:
         self.hooks = list(hooks)
         self._last: Tensor | None = None
 
@@ -248,12 +276,13 @@ class CallTracker:
         ids = args[0] if args else kwargs.get("input", kwargs.get("input_ids"))
         if not isinstance(ids, Tensor) or ids.ndim != 2 or ids.is_floating_point():
             for h in self.hooks:
-                h._begin("full", None)
+                h.begin_call("full", None)
             self._last = None
             return
         mask = kwargs.get("attention_mask")
         cached = kwargs.get("past_key_values") is not None
         prev = self._last
+        starts = None
         if cached and ids.shape[1] == 1 and prev is not None:
             kind, ends = "decode", None
         elif (
@@ -268,11 +297,16 @@ class CallTracker:
             if isinstance(mask, Tensor) and mask.ndim == 2 and mask.shape == ids.shape:
                 cols = torch.arange(ids.shape[1], device=mask.device)
                 ends = torch.where(mask.bool(), cols, -1).max(-1).values
+                starts = (
+                    torch.where(mask.bool(), cols, ids.shape[1])
+                    .min(-1)
+                    .values.clamp(max=ends.clamp(min=0))
+                )
             else:
                 ends = torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long)
         self._last = prev if kind == "decode" else ids.detach()
         for h in self.hooks:
-            h._begin(kind, ends)
+            h.begin_call(kind, ends, starts)
 
 
 @dataclass
@@ -631,7 +665,7 @@ def check_multipliers(multipliers: Any) -> list[float]:
 
 @contextlib.contextmanager
 def steer_with(
-    model: Any, hooks: Sequence[tuple[str, SteerHook]], *, track: Any = None
+    model: Any, hooks: Sequence[tuple[str, PositionalHook]], *, track: Any = None
 ) -> Iterator[Any]:
     """Attach steering hooks to ``model`` for the ``with`` block, and remove them on exit.
 
@@ -658,8 +692,12 @@ def steer_with(
             del _ACTIVE[id(model)]
 
 
-def _all_positions(hooks: Sequence[tuple[str, SteerHook]]) -> bool:
-    return all(isinstance(h.positions, str) and h.positions == "all" for _, h in hooks)
+def _all_positions(hooks: Sequence[tuple[str, PositionalHook]]) -> bool:
+    """True when no hook needs to know what each call is (every position, no condition)."""
+    return all(
+        isinstance(h.positions, str) and h.positions == "all" and not getattr(h, "needs_calls", 0)
+        for _, h in hooks
+    )
 
 
 def check_positions(positions: Any) -> Positions:
