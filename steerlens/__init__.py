@@ -6,7 +6,7 @@ Examples:
     ['SteeringVector', 'caa_vector', 'train_bipo']
 """
 
-from steerlens import analysis, interop, viz  # noqa: E402 - sub-packages used as sl.analysis
+from steerlens import analysis, interop, intervals, viz  # noqa: E402 - sub-packages used as sl.analysis
 from steerlens.baselines import caa_vector, extract_vector, pca_vector
 from steerlens.bipo import BiPOConfig, bipo_loss, train_bipo
 from steerlens.conditional import Condition, Conditional, search_condition
@@ -50,11 +50,15 @@ from steerlens.openended import BEHAVIOUR_PROMPTS, open_ended_score, prompting_s
 from steerlens.reps import RePSConfig, reps_loss, train_reps
 from steerlens.rows import RowSteering
 from steerlens.sweep import score_vector, sweep_layers, sweep_multipliers, train_vector
+from steerlens.transfer import ActivationMap, fit_map, transfer_vector
 from steerlens.vector import SteeringVector, active_hooks, is_steered
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationMap",
+    "fit_map",
+    "transfer_vector",
     "Ablate",
     "Add",
     "Cap",
@@ -74,6 +78,7 @@ __all__ = [
     "analysis",
     "extract_vector",
     "interop",
+    "intervals",
     "score_vector",
     "train_vector",
     "viz",

@@ -119,13 +119,23 @@ def generation_nll(
     """
     nll = np.zeros(len(tokens))
     count = np.array([len(t) for t in tokens], dtype=np.int64)
-    keep = [i for i, t in enumerate(tokens) if len(t)]
-    if keep:
-        # each answer as the "matching" side of a pair whose "not matching" side is empty
-        enc = [EncodedPair(tuple(prompt_tokens[i]), tuple(tokens[i]), ()) for i in keep]
-        lp = margin_grid(model, [None], enc, [0.0], batch_size=batch_size, share_prompt=False)
-        lp = lp[0, 0]
-        nll[keep] = -lp[:, 0].double().numpy()
+    # answers to the same prompt (other multipliers, vectors, samples) are scored two at a time
+    # in one packed row that computes their prompt once (steerlens.logprobs.pack_pairs); an
+    # answer left over is paired with itself
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tokens):
+        if len(t):
+            by_prompt.setdefault(tuple(prompt_tokens[i]), []).append(i)
+    pairs = []
+    for members in by_prompt.values():
+        for k in range(0, len(members), 2):
+            pairs.append((members[k], members[min(k + 1, len(members) - 1)]))
+    if pairs:
+        enc = [EncodedPair(tuple(prompt_tokens[i]), tuple(tokens[i]), tuple(tokens[j]))
+               for i, j in pairs]  # fmt: skip
+        lp = margin_grid(model, [None], enc, [0.0], batch_size=batch_size)[0, 0].double()
+        for (i, j), (a, b) in zip(pairs, lp.tolist(), strict=True):
+            nll[i], nll[j] = -a, -b
     return nll, count
 
 

@@ -1,0 +1,216 @@
+"""Confidence intervals for steering results: paired bootstrap over questions.
+
+Every score steerlens reports is a mean over questions (and, when sampling, over several
+answers per question). Its uncertainty comes mostly from *which* questions were asked, so the
+bootstrap resamples questions with replacement, each carrying all of its answers (a cluster
+bootstrap), and reads the 2.5% and 97.5% quantiles of the resampled means (the percentile
+interval, Efron & Tibshirani 1993, ch. 13; ``scipy.stats.bootstrap(method="percentile")``
+computes the same for one sample). Two scores measured on the same questions (a method at +m
+and at -m; BiPO and CAA) are compared through per-question differences, resampled together:
+a *paired* bootstrap, which removes the between-question variance both share.
+
+The seed of every resampling is fixed (default 0) and recorded in each :class:`Interval`.
+
+Examples:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.normal(0.6, 0.2, 50); b = a - 0.1 + rng.normal(0, 0.05, 50)
+    >>> d = paired_difference(a, b)
+    >>> d.verdict, round(d.estimate, 2)
+    ('better', 0.1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steerlens.errors import ConfigError
+
+#: Resamples per interval, and the default seed.
+N_BOOT = 2000
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a percentile bootstrap interval.
+
+    Attributes:
+        estimate: the statistic on the data as observed.
+        low, high: the interval's bounds.
+        level: its nominal coverage (0.95).
+        n: questions (clusters) resampled.
+        n_boot: resamples; seed: the resampling seed.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    level: float = 0.95
+    n: int = 0
+    n_boot: int = N_BOOT
+    seed: int = SEED
+
+    @property
+    def verdict(self) -> str:
+        """``"better"`` (interval above 0), ``"worse"`` (below 0) or
+        ``"not distinguishable"`` (it contains 0), for a difference."""
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "not distinguishable"
+
+    def __str__(self) -> str:
+        return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def _clusters(values: Any, groups: Any | None) -> list[np.ndarray]:
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) == 0:
+        raise ConfigError("an interval needs a non-empty 1-D list of scores")
+    if not np.isfinite(x).all():
+        raise ConfigError("scores must be finite (drop NaN rows first)")
+    if groups is None:
+        return [x[i : i + 1] for i in range(len(x))]
+    g = np.asarray(groups)
+    if g.shape != x.shape:
+        raise ConfigError(f"groups has shape {g.shape}, scores {x.shape}")
+    _, inverse = np.unique(g, return_inverse=True)
+    return [x[inverse == k] for k in range(inverse.max() + 1)]
+
+
+def _boot_means(clusters: list[np.ndarray], n_boot: int, seed: int) -> np.ndarray:
+    sums = np.array([c.sum() for c in clusters])
+    sizes = np.array([len(c) for c in clusters], dtype=float)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(clusters), size=(n_boot, len(clusters)))
+    return sums[pick].sum(1) / sizes[pick].sum(1)
+
+
+def bootstrap_mean(
+    values: Sequence[float] | np.ndarray,
+    *,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> Interval:
+    """Mean of ``values`` with a percentile bootstrap interval over questions.
+
+    Args:
+        groups: the question of each value (several samples per question are resampled
+            together); None: every value is its own question.
+
+    Examples:
+        >>> iv = bootstrap_mean([0.2, 0.4, 0.6, 0.8])
+        >>> iv.estimate, iv.low <= 0.5 <= iv.high
+        (0.5, True)
+    """
+    if not 0 < level < 1:
+        raise ConfigError(f"level must be in (0, 1), got {level}")
+    clusters = _clusters(values, groups)
+    x = np.concatenate(clusters)
+    means = _boot_means(clusters, n_boot, seed)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return Interval(float(x.mean()), float(lo), float(hi), level, len(clusters), n_boot, seed)
+
+
+def paired_difference(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> Interval:
+    """``mean(a) - mean(b)`` for scores on the same questions (row i of ``a`` and of ``b``
+    answer the same question and sample), with a paired bootstrap interval; its ``verdict``
+    says better / worse / not distinguishable.
+
+    Examples:
+        >>> paired_difference([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]).estimate
+        1.0
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ConfigError(f"paired scores need the same questions: {x.shape} vs {y.shape}")
+    return bootstrap_mean(x - y, groups=groups, level=level, n_boot=n_boot, seed=seed)
+
+
+def verdict_table(
+    items: pd.DataFrame,
+    *,
+    value: str = "behaviour",
+    by: Sequence[str] = ("method", "multiplier"),
+    question: str = "prompt",
+    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """One row per group of a per-item table (e.g. ``open_ended_score(..., per_item=True)``):
+    the mean of ``value`` with its interval over questions (``low``, ``high``, ``n``,
+    ``seed``).
+
+    Examples:
+        >>> items = pd.DataFrame({"method": "x", "multiplier": [1.0] * 4,
+        ...                       "prompt": ["a", "b", "c", "d"], "behaviour": [0, 1, 0, 1]})
+        >>> verdict_table(items)[["method", "multiplier", "estimate", "n"]].values.tolist()
+        [['x', 1.0, 0.5, 4]]
+    """
+    rows = []
+    for key, grp in items.groupby(list(by), sort=False):
+        iv = bootstrap_mean(grp[value].to_numpy(), groups=grp[question].to_numpy(), level=level,
+                            n_boot=n_boot, seed=seed)  # fmt: skip
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key, strict=True)), "estimate": iv.estimate, "low": iv.low,
+                     "high": iv.high, "n": iv.n, "seed": iv.seed})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def steering_range(
+    items: pd.DataFrame,
+    plus: float,
+    minus: float,
+    *,
+    value: str = "behaviour",
+    question: str = "prompt",
+    sample: str | None = "sample",
+    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> Interval:
+    """The score at multiplier ``plus`` minus the score at ``minus``, paired by question (and
+    sample), with its interval: how far a vector moves the behaviour.
+
+    Examples:
+        >>> items = pd.DataFrame({"multiplier": [-1.0, -1.0, 1.0, 1.0], "prompt": ["a", "b"] * 2,
+        ...                       "sample": 0, "behaviour": [0.1, 0.3, 0.7, 0.9]})
+        >>> round(steering_range(items, 1.0, -1.0).estimate, 3)
+        0.6
+    """
+    keys = [question] + ([sample] if sample and sample in items else [])
+    hi = items[items["multiplier"] == plus].set_index(keys)[value]
+    lo = items[items["multiplier"] == minus].set_index(keys)[value]
+    both = pd.concat([hi.rename("hi"), lo.rename("lo")], axis=1, join="inner")
+    if both.empty:
+        raise ConfigError(f"no questions scored at both multipliers {plus} and {minus}")
+    q = both.index.get_level_values(0) if isinstance(both.index, pd.MultiIndex) else both.index
+    return paired_difference(both["hi"].to_numpy(), both["lo"].to_numpy(), groups=np.asarray(q),
+                             level=level, n_boot=n_boot, seed=seed)  # fmt: skip
+
+
+__all__ = [
+    "Interval",
+    "bootstrap_mean",
+    "paired_difference",
+    "steering_range",
+    "verdict_table",
+]
