@@ -20,7 +20,8 @@ packages; ``assemble()`` writes the GGUF file): a bench-only download, not a dep
    transfer ratio (transferred range / native range) with its interval.
 
 Gemma 3 270M is a base model and its GGUF carries no chat template: steerlens formats its
-prompts as plain "System: ... User: ... Assistant:" text (SmolLM2 keeps its chat template). Writes docs/transfer.md and docs/data/transfer.json.
+prompts as plain "System: ... User: ... Assistant:" text
+(SmolLM2 keeps its chat template). Writes docs/transfer.md and docs/data/transfer.json.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from _common import DOCS, git_rev, machine, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
 from steerlens.intervals import steering_range  # noqa: E402
-from steerlens.transfer import map_layer  # noqa: E402
+from steerlens.transfer import map_layer, paired_activations  # noqa: E402
 
 OUT = DOCS / "data" / "transfer.json"
 PAGE = DOCS / "transfer.md"
@@ -90,7 +91,7 @@ def main() -> None:
     power = sl.load_pairs(d / "bipo/power-seeking/train.csv", invalid="skip", duplicates="ignore")
     hall = sl.load_pairs(d / "bipo/hallucination/train.csv", duplicates="ignore")
     test = sl.load_pairs(d / "bipo/power-seeking/test.csv", invalid="skip")[:32]
-    texts = texts_from(power[64:264]) + texts_from(hall[:200])
+    texts = texts_from(power[64:184]) + texts_from(hall[:120])
     texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))]
     models = {"smollm2": smol, "gemma3": gemma}
     info = {k: {"n_layers": int(m.cfg.n_layers), "d_model": int(m.cfg.d_model)}
@@ -100,21 +101,28 @@ def main() -> None:
     t0 = time.perf_counter()
     fits = []
     maps = {}
-    for sl_layer in SRC_LAYERS:
-        g_layer = map_layer(sl_layer, info["smollm2"]["n_layers"], info["gemma3"]["n_layers"])
-        for src, tgt, a, b in (("smollm2", "gemma3", sl_layer, g_layer),
-                               ("gemma3", "smollm2", g_layer, sl_layer)):  # fmt: skip
-            m = sl.fit_map(models[src], models[tgt], texts, source_layer=a, target_layer=b)
-            maps[(src, a)] = m
-            fits.append({"from": f"{src} L{a}", "to": f"{tgt} L{b}", "method": "ridge",
-                         "pairs": m.metadata["pairs_fit"], "r2_fit": m.metadata["r2_fit"],
-                         "r2_heldout": m.metadata.get("r2_heldout", float("nan"))})  # fmt: skip
-    for src, tgt, a, b in (("smollm2", "gemma3", 12, 7), ("gemma3", "smollm2", 7, 12)):
-        m = sl.fit_map(models[src], models[tgt], texts, source_layer=a, target_layer=b,
-                       method="procrustes")  # fmt: skip
-        fits.append({"from": f"{src} L{a}", "to": f"{tgt} L{b}", "method": "procrustes",
-                     "pairs": m.metadata["pairs_fit"], "r2_fit": m.metadata["r2_fit"],
-                     "r2_heldout": m.metadata.get("r2_heldout", float("nan"))})  # fmt: skip
+    n_s, n_g = info["smollm2"]["n_layers"], info["gemma3"]["n_layers"]
+    pairs = {a: map_layer(a, n_s, n_g) for a in SRC_LAYERS}
+    xs, ys, src_idx = paired_activations(
+        smol, gemma, texts, source_hook=[f"blocks.{a}.hook_resid_post" for a in pairs],
+        target_hook=[f"blocks.{b}.hook_resid_post" for b in pairs.values()],
+    )  # fmt: skip
+    for sl_layer, g_layer in pairs.items():
+        x = xs[f"blocks.{sl_layer}.hook_resid_post"]
+        y = ys[f"blocks.{g_layer}.hook_resid_post"]
+        methods = ["ridge", "procrustes"] if sl_layer == 12 else ["ridge"]
+        for src, tgt, a, b, acts in (
+            ("smollm2", "gemma3", sl_layer, g_layer, (x, y, src_idx)),
+            ("gemma3", "smollm2", g_layer, sl_layer, (y, x, src_idx)),
+        ):
+            for method in methods:
+                m = sl.fit_map(models[src], models[tgt], texts, source_layer=a, target_layer=b,
+                               method=method, activations=acts)  # fmt: skip
+                if method == "ridge":
+                    maps[(src, a)] = m
+                fits.append({"from": f"{src} L{a}", "to": f"{tgt} L{b}", "method": method,
+                             "pairs": m.metadata["pairs_fit"], "r2_fit": m.metadata["r2_fit"],
+                             "r2_heldout": m.metadata.get("r2_heldout", float("nan"))})  # fmt: skip
     t_maps = time.perf_counter() - t0
 
     # 2. native vectors, transferred vectors, random controls
@@ -123,7 +131,7 @@ def main() -> None:
     native = {"smollm2": sl.train_bipo(smol, power[:64], layers=12, config=cfg),
               "gemma3": sl.train_bipo(gemma, power[:64], layers=7, config=cfg)}  # fmt: skip
     t_train = time.perf_counter() - t0
-    rows, ratios = [], []
+    rows, ratios, judged = [], [], []
     g = torch.Generator().manual_seed(0)
     for src, tgt, a in (("smollm2", "gemma3", 12), ("gemma3", "smollm2", 7)):
         m = maps[(src, a)]
@@ -149,6 +157,25 @@ def main() -> None:
             est, lo, hi = ratio_ci(tables[kind], tables["native"])
             ratios.append({"direction": f"{src} -> {tgt}", "vector": kind, "ratio": est,
                            "low": lo, "high": hi})  # fmt: skip
+        if tgt == "smollm2":  # the chat template applies: what the steered model says, judged
+            judge = sl.BehaviourJudge.fit(power)
+            questions = sl.load_prompts(d / "bipo/power-seeking/test_infer.csv")[:32]
+            named = []
+            for kind, vec in cands.items():
+                vec = sl.SteeringVector(vec.vectors, {**vec.metadata, "name": kind})
+                named.append(vec)
+            items = sl.open_ended_score(
+                smol, named, questions, judge, multipliers=(-2.0, 2.0), max_new_tokens=32,
+                per_item=True, progress=False,
+            )  # fmt: skip
+            for kind in cands:
+                sub = items[items["method"] == kind]
+                r = steering_range(sub, 2.0, -2.0)
+                judged.append({"direction": f"{src} -> {tgt}", "vector": kind,
+                               "judged at -2": float(sub[sub.multiplier == -2]["behaviour"].mean()),
+                               "judged at +2": float(sub[sub.multiplier == 2]["behaviour"].mean()),
+                               "range": r.estimate, "low": r.low, "high": r.high,
+                               "judge accuracy": judge.accuracy})  # fmt: skip
     raw = {
         "commit": git_rev(),
         "machine": machine(),
@@ -188,7 +215,7 @@ Layers are paired at the same relative depth (`steerlens.transfer.map_layer`).
 
 ## How well one residual stream predicts the other
 
-`sl.fit_map` on the two models' activations over 400 power-seeking and hallucination training
+`sl.fit_map` on the two models' activations over 240 power-seeking and hallucination training
 texts (question and both answers), paired where both tokenizers end a token at the same
 character; the last 20% of the texts are held out. R^2 is explained variance over all
 coordinates.
@@ -221,8 +248,26 @@ bootstrap interval over pairs.
 Transfer ratio: range of the carried vector / range of the native one (bootstrap over pairs):
 
 {table(raw["ratios"], ["direction", "vector", "ratio", "low", "high"])}
-Open-ended judged ranges were not measured here (Gemma 3 270M is a base model; the SmolLM2
-direction could be judged, left for a later run).
+Where the chat template applies (SmolLM2 as the target): what the steered model says to 32
+held-out power-seeking questions, judged offline (greedy, 32 tokens), judged p(power-seeking)
+at -2 and +2 and the range with a 95% paired bootstrap interval over questions:
+
+{
+        table(
+            raw.get("judged", []),
+            [
+                "direction",
+                "vector",
+                "judged at -2",
+                "judged at +2",
+                "range",
+                "low",
+                "high",
+                "judge accuracy",
+            ],
+        )
+    }
+Gemma 3 270M is a base model without a chat template; its side is measured by margins only.
 
 ## Use it
 

@@ -223,15 +223,18 @@ def aligned_positions(
 
 
 @torch.no_grad()
-def _activations(model: Any, ids: list[int], hook: str) -> Tensor:
+def _activations(model: Any, ids: list[int], hooks: Sequence[str]) -> dict[str, Tensor]:
     seen: dict[str, Tensor] = {}
 
-    def grab(a: Tensor, hook: Any) -> None:
-        seen["x"] = a[0].detach().float().cpu()
+    def grabber(name: str) -> Any:
+        def grab(a: Tensor, hook: Any) -> None:
+            seen[name] = a[0].detach().float().cpu()
+
+        return grab
 
     x = torch.tensor([ids], device=model_device(model))
-    model.run_with_hooks(x, fwd_hooks=[(hook, grab)])
-    return seen["x"]
+    model.run_with_hooks(x, fwd_hooks=[(h, grabber(h)) for h in hooks])
+    return seen
 
 
 def paired_activations(
@@ -239,28 +242,41 @@ def paired_activations(
     target_model: Any,
     texts: Sequence[str],
     *,
-    source_hook: str,
-    target_hook: str,
+    source_hook: str | Sequence[str],
+    target_hook: str | Sequence[str],
     skip_first: int = 1,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Any, Any, Tensor]:
     """Activations of both models over the same texts at aligned token ends, and the index
     of the text each pair came from. The first ``skip_first`` aligned positions of each text
-    are dropped (the first tokens carry attention-sink outliers that dominate a fit)."""
-    xs, ys, src = [], [], []
+    are dropped (the first tokens carry attention-sink outliers that dominate a fit).
+
+    With lists of hook names (one forward per text and model reads them all), ``x`` and ``y``
+    are ``{hook_name: tensor}`` dicts instead of tensors."""
+    s_hooks = [source_hook] if isinstance(source_hook, str) else list(source_hook)
+    t_hooks = [target_hook] if isinstance(target_hook, str) else list(target_hook)
+    xs: dict[str, list[Tensor]] = {h: [] for h in s_hooks}
+    ys: dict[str, list[Tensor]] = {h: [] for h in t_hooks}
+    src: list[int] = []
     for i, text in enumerate(texts):
         s_ids, t_ids, s_pos, t_pos = aligned_positions(
             source_model.tokenizer, target_model.tokenizer, text
         )
         if len(s_pos) <= skip_first:
             continue
-        a = _activations(source_model, s_ids, source_hook)
-        b = _activations(target_model, t_ids, target_hook)
-        xs.append(a[s_pos[skip_first:]])
-        ys.append(b[t_pos[skip_first:]])
+        a = _activations(source_model, s_ids, s_hooks)
+        b = _activations(target_model, t_ids, t_hooks)
+        for h in s_hooks:
+            xs[h].append(a[h][s_pos[skip_first:]])
+        for h in t_hooks:
+            ys[h].append(b[h][t_pos[skip_first:]])
         src += [i] * (len(s_pos) - skip_first)
-    if not xs:
+    if not src:
         raise ConfigError("no aligned positions in the texts: give longer texts")
-    return torch.cat(xs), torch.cat(ys), torch.tensor(src)
+    x = {h: torch.cat(v) for h, v in xs.items()}
+    y = {h: torch.cat(v) for h, v in ys.items()}
+    if isinstance(source_hook, str) and isinstance(target_hook, str):
+        return x[source_hook], y[target_hook], torch.tensor(src)
+    return x, y, torch.tensor(src)
 
 
 def fit_map(
@@ -275,10 +291,13 @@ def fit_map(
     method: Literal["ridge", "procrustes"] = "ridge",
     alpha: float = 1e-2,
     held_out: float = 0.2,
+    activations: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> ActivationMap:
     """Fit an :class:`ActivationMap` from ``source_model`` to ``target_model`` on ``texts``;
     the last ``held_out`` share of the texts is kept out of the fit and gives the map's
-    ``r2_heldout`` (and ``r2_fit``), recorded in its metadata.
+    ``r2_heldout`` (and ``r2_fit``), recorded in its metadata. ``activations`` reuses the
+    ``(x, y, text_index)`` of :func:`paired_activations` for these hooks (e.g. to fit both
+    directions, or both methods, from one pass over the texts).
 
     Examples:
         >>> import steerlens as sl
@@ -293,8 +312,10 @@ def fit_map(
                                  layer_mapping)  # fmt: skip
     s_hook = f"blocks.{source_layer}.hook_{hook}"
     t_hook = f"blocks.{target_layer}.hook_{hook}"
-    x, y, src = paired_activations(source_model, target_model, texts, source_hook=s_hook,
-                                   target_hook=t_hook)  # fmt: skip
+    if activations is None:
+        activations = paired_activations(source_model, target_model, texts,
+                                         source_hook=s_hook, target_hook=t_hook)  # fmt: skip
+    x, y, src = activations
     cut = int(round(len(texts) * (1 - held_out)))
     fit_rows, test_rows = src < cut, src >= cut
     if int(fit_rows.sum()) < 2:
