@@ -156,10 +156,11 @@ def clamp_along(
         tensor([1., 1.])
     """
     dd = direction @ direction
-    norm = dd.sqrt()
+    norm = dd.clamp_min(1e-30).sqrt()  # clamped: no infinite gradient at a zero direction
     p = h @ direction
-    lo = None if min is None else min * norm
-    hi = None if max is None else max * norm
+    # a zero bound stays an exact 0 (RePS's nulling, with a zero-initialised vector)
+    lo = None if min is None else (torch.zeros_like(norm) if min == 0 else min * norm)
+    hi = None if max is None else (torch.zeros_like(norm) if max == 0 else max * norm)
     if lo is None:
         clamped = p.clamp(max=hi) if hi is not None else p
     elif hi is None:

@@ -190,3 +190,12 @@ def test_generate_with_an_intervention(tiny):
                        max_new_tokens=6, progress=False)  # fmt: skip
     assert got["tokens"].tolist() == want["tokens"].tolist()
     assert sl.active_hooks(tiny) == []
+
+
+def test_cap_at_zero_has_finite_gradients_at_a_zero_vector():
+    """RePS starts from a zero vector: the nulling's gradient must be finite there."""
+    v = torch.zeros(16, requires_grad=True)
+    h = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
+    out = clamp_along(h, v + 0.0, max=0.0) + (v * 1.0).sum()
+    out.sum().backward()
+    assert torch.isfinite(v.grad).all()
