@@ -58,6 +58,28 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> N
         raise
 
 
+def write_safetensors(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, Tensor],
+    header: Mapping[str, str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``tensors`` (copied to contiguous CPU tensors) and a string ``header`` as a
+    safetensors file, atomically (:func:`atomic_write`); an existing file is only replaced
+    with ``overwrite=True``. Reading it back (:func:`read_safetensors`) is bit-exact."""
+    from safetensors.torch import save_file
+
+    from steerlens.errors import FileExistsSteerlensError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsSteerlensError(f"{path} exists; pass overwrite=True to replace it")
+    data = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(data, tmp, metadata=dict(header)))
+    return path
+
+
 def read_safetensors(
     path: str | os.PathLike[str], error: type[Exception], what: str
 ) -> tuple[dict[str, Tensor], dict[str, str]]:

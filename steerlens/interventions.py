@@ -44,8 +44,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.errors import ConfigError, FileExistsSteerlensError, VectorError, VectorFileError
-from steerlens.fileio import atomic_write, jsonable, read_safetensors
+from steerlens.errors import ConfigError, VectorError, VectorFileError
+from steerlens.fileio import jsonable, read_safetensors, write_safetensors
 from steerlens.hooks import n_layers
 from steerlens.vector import (
     PositionalHook,
@@ -322,14 +322,9 @@ class Intervention:
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a safetensors file (operations in its header), atomically; bit-exact."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsSteerlensError(f"{path} exists; pass overwrite=True to replace it")
         tensors, spec = {}, []
         for i, (name, op) in enumerate(self.ops):
-            tensors[f"op{i}"] = _tensor(op).detach().cpu().contiguous().clone()
+            tensors[f"op{i}"] = _tensor(op)
             entry: dict[str, Any] = {"hook": name, "kind": _kind(op)}
             if isinstance(op, Cap):
                 entry.update(min=op.min, max=op.max)
@@ -339,8 +334,7 @@ class Intervention:
             "ops": json.dumps(spec),
             "steerlens_metadata": json.dumps(jsonable(self.metadata)),
         }
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-        return path
+        return write_safetensors(path, tensors, header, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Intervention:

@@ -126,10 +126,6 @@ def _own_attention(module: torch.nn.Module) -> None:
         m.config = copies[id(cfg)]
 
 
-def _first(output: Any) -> Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 class _PostHook:
     """Forward hook on a native block: its output is ``blocks.N.hook_resid_post``."""
 

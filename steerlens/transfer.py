@@ -39,8 +39,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.errors import ConfigError, FileExistsSteerlensError, VectorError, VectorFileError
-from steerlens.fileio import atomic_write, jsonable, read_safetensors
+from steerlens.errors import ConfigError, VectorError, VectorFileError
+from steerlens.fileio import jsonable, read_safetensors, write_safetensors
 from steerlens.hooks import hook_layer, model_device, n_layers
 from steerlens.vector import SteeringVector
 
@@ -112,18 +112,11 @@ class ActivationMap:
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a safetensors file, atomically; :meth:`load` round-trips it bit for bit."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsSteerlensError(f"{path} exists; pass overwrite=True to replace it")
-        tensors = {"weight": self.weight.detach().cpu().contiguous().clone(),
-                   "bias": self.bias.detach().cpu().contiguous().clone()}  # fmt: skip
         header = {"steerlens_format": FORMAT, "source_hook": self.source_hook,
                   "target_hook": self.target_hook,
                   "steerlens_metadata": json.dumps(jsonable(self.metadata))}  # fmt: skip
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-        return path
+        return write_safetensors(path, {"weight": self.weight, "bias": self.bias}, header,
+                                 overwrite=overwrite)  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ActivationMap:

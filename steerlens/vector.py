@@ -36,12 +36,11 @@ from torch import Tensor
 
 from steerlens.errors import (
     ConfigError,
-    FileExistsSteerlensError,
     HookError,
     VectorError,
     VectorFileError,
 )
-from steerlens.fileio import atomic_write, jsonable, read_safetensors
+from steerlens.fileio import jsonable, read_safetensors, write_safetensors
 from steerlens.gguf_file import read_control_vector, write_control_vector
 
 FORMAT_KEY = "steerlens_format"
@@ -194,8 +193,7 @@ class SteerHook(PositionalHook):
     ) -> None:
         super().__init__(positions)
         self.vector = vector
-        self.per_row = index is not None or not isinstance(multiplier, (int, float))
-        if self.per_row:
+        if index is not None or not isinstance(multiplier, (int, float)):
             scale = torch.as_tensor(multiplier, dtype=torch.float64).reshape(-1)
             rows = scale.shape[0]
             idx = torch.zeros(rows, dtype=torch.long) if index is None else torch.as_tensor(index)
@@ -571,15 +569,8 @@ class SteeringVector:
         The round trip through :meth:`load` is bit-exact. An existing file is only replaced with
         ``overwrite=True``.
         """
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsSteerlensError(f"{path} exists; pass overwrite=True to replace it")
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.vectors.items()}
         header = {FORMAT_KEY: FORMAT_VERSION, META_KEY: json.dumps(jsonable(self.metadata))}
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-        return path
+        return write_safetensors(path, self.vectors, header, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SteeringVector:
