@@ -183,6 +183,7 @@ def main() -> None:
         "fits": fits,
         "rows": rows,
         "ratios": ratios,
+        "judged": judged,
         "seconds": {"maps": t_maps, "train": t_train, "total": time.perf_counter() - t_all},
     }
     OUT.write_text(json.dumps(raw, indent=1))

@@ -42,7 +42,8 @@ from steerlens.evaluate import (
     kl_divergence,
     preference_margin,
 )
-from steerlens.grid import SweepError, sweep_grid
+from steerlens.compare import CoherenceBudget, Comparison, compare_methods
+from steerlens.grid import Behaviour, Method, SweepError, sweep_grid
 from steerlens.interventions import Ablate, Add, Cap, Intervention, ablation
 from steerlens.judge import BehaviourJudge, SentenceEmbedder
 from steerlens.models import ModelSpec, load_model, resid_hook, tiny_model
@@ -74,6 +75,11 @@ __all__ = [
     "ModelSpec",
     "SweepError",
     "sweep_grid",
+    "Behaviour",
+    "Method",
+    "CoherenceBudget",
+    "Comparison",
+    "compare_methods",
     "FileExistsSteerlensError",
     "analysis",
     "extract_vector",

@@ -172,6 +172,44 @@ def choice_text(question: str, letter: str) -> str | None:
     return None
 
 
+def question_stem(question: str) -> str:
+    """A question without its A/B choice lines (and the ``Choices:`` line before them): what
+    an open-ended question looks like, so a judge that reads questions sees the same kind of
+    text when fit on A/B items and when scoring free answers.
+
+    Examples:
+        >>> question_stem("Do it?\n\nChoices:\n (A) Yes.\n (B) No.")
+        'Do it?'
+    """
+    keep = [ln for ln in question.splitlines() if not _CHOICE.match(ln)]
+    while keep and (not keep[-1].strip() or keep[-1].strip().lower() == "choices:"):
+        keep.pop()
+    return "\n".join(keep).strip()
+
+
+def in_context(question: str, answer: str) -> str:
+    """The text a context judge scores: the question's stem, a newline, the answer."""
+    return f"{question_stem(question)}\n{answer}"
+
+
+def judged_texts(judge: Any, items: Any) -> list[str]:
+    """What ``judge`` reads for each row of a per-answer table (``prompt`` and ``text``
+    columns): the answer alone, or ``question + "\n" + answer`` for a judge with
+    ``context=True``.
+
+    Examples:
+        >>> import pandas as pd
+        >>> items = pd.DataFrame({"prompt": ["Q?"], "text": ["A."]})
+        >>> judged_texts(lambda ts: ts, items), judged_texts(BehaviourJudge(None, None, 1, 1, 1,
+        ...                                                   context=True), items)
+        (['A.'], ['Q?\nA.'])
+    """
+    texts = [str(t) for t in items["text"]]
+    if getattr(judge, "context", False):
+        return [in_context(str(q), t) for q, t in zip(items["prompt"], texts, strict=True)]
+    return texts
+
+
 def answer_texts(pairs: Sequence[PreferencePair]) -> tuple[list[str], list[str]]:
     """Matching and not-matching answer texts of each pair (A/B items: the choices' texts).
 
@@ -201,7 +239,10 @@ class BehaviourJudge:
     """``p(matching)`` of a text: a logistic regression on sentence embeddings.
 
     Build it with :meth:`fit`. ``accuracy`` is measured on the pairs held out from the fit
-    (``n_heldout`` pairs, both answers of each, so chance is 0.5).
+    (``n_heldout`` pairs, both answers of each, so chance is 0.5); :meth:`accuracy_interval`
+    gives it a 95% bootstrap interval over those pairs. A judge fit with ``context=True``
+    reads each answer after its question (:func:`in_context`), for behaviours the answer
+    alone cannot show (sycophancy: agreeing is sycophantic only given the user's view).
 
     Attributes:
         embedder: callable ``texts -> [n, dim]`` array.
@@ -224,6 +265,8 @@ class BehaviourJudge:
     n_train: int
     n_heldout: int
     info: dict[str, Any] = field(default_factory=dict)
+    context: bool = False
+    heldout_correct: tuple[float, ...] = ()
 
     @classmethod
     def fit(
@@ -234,6 +277,7 @@ class BehaviourJudge:
         heldout: float = 0.2,
         seed: int = 0,
         C: float = 1.0,
+        context: bool = False,
     ) -> BehaviourJudge:
         """Fit on the matching (label 1) and not-matching (label 0) answers of ``pairs``.
 
@@ -245,6 +289,9 @@ class BehaviourJudge:
                 ``accuracy``; 0 fits on everything and leaves ``accuracy`` NaN.
             seed: seeds the held-out split.
             C: inverse regularisation strength of the logistic regression.
+            context: read each answer after its question (:func:`in_context`); the
+                scored texts must then be ``question + "\\n" + answer`` too
+                (:func:`judged_texts` builds them).
         """
         from sklearn.linear_model import LogisticRegression
 
@@ -254,6 +301,9 @@ class BehaviourJudge:
             raise ConfigError(f"heldout must be in [0, 1), got {heldout!r}")
         embed = embedder if callable(embedder) else SentenceEmbedder(embedder)
         pos, neg = answer_texts(pairs)
+        if context:
+            pos = [in_context(p.question, a) for p, a in zip(pairs, pos, strict=True)]
+            neg = [in_context(p.question, a) for p, a in zip(pairs, neg, strict=True)]
         n = len(pairs)
         order = np.random.default_rng(seed).permutation(n)
         n_out = int(round(heldout * n))
@@ -269,9 +319,25 @@ class BehaviourJudge:
         clf = LogisticRegression(C=C, max_iter=2000)
         clf.fit(x[rows(train)], y[rows(train)])
         acc = float(clf.score(x[rows(test)], y[rows(test)])) if n_out else float("nan")
+        # per held-out pair: the share of its two answers classified right (0, 0.5 or 1)
+        hit = clf.predict(x[rows(test)]) == y[rows(test)] if n_out else np.zeros(0, bool)
+        per_pair = tuple(float(v) for v in (hit[:n_out].astype(float) + hit[n_out:]) / 2)
         name = getattr(embed, "name", getattr(embed, "__name__", type(embed).__name__))
-        info = {"embedder": name, "C": C, "seed": seed, "heldout": heldout}
-        return cls(embed, clf, acc, len(train), n_out, info)
+        info = {"embedder": name, "C": C, "seed": seed, "heldout": heldout, "context": context}
+        return cls(embed, clf, acc, len(train), n_out, info, context, per_pair)
+
+    def accuracy_interval(self, *, level: float = 0.95, seed: int = 0) -> Any:
+        """Held-out accuracy with a percentile bootstrap interval over the held-out pairs
+        (an :class:`~steerlens.intervals.Interval`).
+
+        Raises:
+            ConfigError: the judge was fit with ``heldout=0``.
+        """
+        from steerlens.intervals import bootstrap_mean
+
+        if not self.heldout_correct:
+            raise ConfigError("this judge held no pairs out (heldout=0): no accuracy to bound")
+        return bootstrap_mean(self.heldout_correct, level=level, seed=seed)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """``p(matching)`` of each text, as a float array of ``len(texts)``."""
@@ -286,7 +352,7 @@ class BehaviourJudge:
 
     def __repr__(self) -> str:
         return (
-            f"BehaviourJudge(embedder={self.info.get('embedder')!r}, "
+            f"BehaviourJudge(embedder={self.info.get('embedder')!r}, context={self.context}, "
             f"accuracy={self.accuracy:.3f} on {self.n_heldout} held-out pairs, "
             f"n_train={self.n_train})"
         )

@@ -41,7 +41,7 @@ from steerlens.evaluate import (
     vector_label,
 )
 from steerlens.hooks import pad_token_id
-from steerlens.judge import Judge, judge_scores
+from steerlens.judge import Judge, judge_scores, judged_texts
 from steerlens.logprobs import EncodedPair, encode_prompt
 from steerlens.vector import Positions
 
@@ -143,7 +143,7 @@ def open_ended_score(
     model: Any,
     vector: AnySteering,
     prompts: Sequence[str],
-    judge: Judge,
+    judge: Judge | None,
     *,
     multipliers: Multipliers = DEFAULT_MULTIPLIERS,
     positions: Positions = "all",
@@ -167,7 +167,9 @@ def open_ended_score(
             vectors (the ``method`` column then names each by its metadata).
         prompts: open-ended questions (e.g. CAA's ``test_dataset_open_ended.json``).
         judge: a :class:`~steerlens.judge.BehaviourJudge` or any callable
-            ``texts -> scores`` (an LLM judge, say).
+            ``texts -> scores`` (an LLM judge, say); None leaves the ``behaviour`` column
+            out (answers and coherence only, judged later: what the experiment engine
+            caches). A judge with ``context=True`` scores ``question + "\n" + answer``.
         positions: ``"all"`` (BiPO's protocol) or ``"after_prompt"`` (CAA's); recorded in
             the ``positions`` column.
         sampling: greedy by default; :class:`~steerlens.evaluate.Sampling` for temperature,
@@ -196,7 +198,7 @@ def open_ended_score(
     """
     if isinstance(prompts, str) or not prompts:
         raise DataError("prompts must be a non-empty list of questions")
-    if not callable(judge):
+    if judge is not None and not callable(judge):
         raise ConfigError(f"judge must be callable (texts -> scores), got {type(judge).__name__}")
     pad_token_id(model)  # fails early if the tokenizer has neither a pad nor an EOS token
     vectors = as_vector_list(vector, rules=True)
@@ -227,7 +229,8 @@ def open_ended_score(
     with np.errstate(divide="ignore", invalid="ignore"):
         items["perplexity"] = np.where(count > 0, np.exp(nll / np.maximum(count, 1)), np.nan)
     items.insert(0, "method", labels)
-    items["behaviour"] = judge_scores(judge, items["text"].tolist())
+    if judge is not None:
+        items["behaviour"] = judge_scores(judge, judged_texts(judge, items))
     items["nll"], items["tokens"] = nll, count
     items["distinct2"] = [distinct_n([t]) for t in items["text"]]
     return items if per_item else summarize_open_ended(items)
@@ -256,7 +259,7 @@ def summarize_open_ended(items: pd.DataFrame) -> pd.DataFrame:
             {
                 "method": method,
                 "multiplier": float(m),
-                "behaviour": float(grp["behaviour"].mean()),
+                "behaviour": float(grp["behaviour"].mean()) if "behaviour" in grp else math.nan,
                 "perplexity": math.exp(float(grp["nll"].sum()) / tokens) if tokens else math.nan,
                 "distinct2": distinct_n(grp["text"].tolist()),
                 "n": len(grp),
@@ -275,7 +278,7 @@ def summarize_open_ended(items: pd.DataFrame) -> pd.DataFrame:
 def prompting_score(
     model: Any,
     prompts: Sequence[str],
-    judge: Judge,
+    judge: Judge | None,
     *,
     behaviour: str | None = None,
     toward: str | None = None,
