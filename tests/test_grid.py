@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.grid import Cell, load_vector
+from steerlens.grid import Cell, find_cells, load_vector
 
 NUMERIC = ["multiplier", "score", "margin", "matching_likelier", "norm"]
 
@@ -61,22 +61,42 @@ def test_serial_table_and_saved_vectors(serial, grid_model):
     # 2 datasets x (caa: 2 layers + bipo: 2 layers x 2 seeds) x 3 multipliers
     assert len(df) == 2 * (2 + 4) * 3
     assert {"dataset", "method", "layer", "seed", "seconds", "worker", "norm"} <= set(df)
-    sub = next(folder.iterdir())
-    v = load_vector(sub, Cell("free", "bipo", 2, 1))
+    (cell,) = find_cells(folder, Cell("free", "bipo", 2, 1).key)
+    v = load_vector(cell)
     assert v.metadata["seed"] == 1 and v.hook_names == ["blocks.2.hook_resid_post"]
+    assert len(list(folder.iterdir())) == 12  # one folder per cell
 
 
-def test_rerun_computes_only_missing_cells(serial, grid_model, datasets):
+def stamps(folder):
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*.*")}
+
+
+def test_deleting_a_cell_folder_recomputes_that_cell_alone(serial, grid_model, datasets):
+    import shutil
+
     df, folder = serial
-    sub = next(folder.iterdir())
-    before = {p.name: p.stat().st_mtime_ns for p in sub.glob("*.json")}
-    victim = sub / f"{Cell('ab', 'caa', 1, 0).key}.json"
-    victim.unlink()
+    before = stamps(folder)
+    (victim,) = find_cells(folder, Cell("ab", "bipo", 1, 1).key)
+    shutil.rmtree(victim)
     again = sl.sweep_grid(grid_model, datasets, folder=folder, **KW)
-    after = {p.name: p.stat().st_mtime_ns for p in sub.glob("*.json")}
-    changed = sorted(k for k in after if before.get(k) != after[k])
-    assert changed == [victim.name]
+    after = stamps(folder)
+    assert sorted(after) == sorted(before)
+    changed = sorted(k for k in after if before[k] != after[k])
+    assert changed and all(k.startswith(victim.name + "/") for k in changed), changed
     assert_same_table(df, again)
+
+
+def test_a_new_metric_reuses_the_trained_vectors(serial, grid_model, datasets):
+    df, folder = serial
+    before = stamps(folder)
+    kl = sl.sweep_grid(grid_model, datasets, folder=folder, metric=["auto", "kl"], **KW)
+    after = stamps(folder)
+    added = sorted(set(after) - set(before))
+    assert len(added) == 12 and all("/kl-" in k for k in added)
+    assert all(after[k] == before[k] for k in before)  # no vector retrained, no score redone
+    assert (kl.loc[kl["multiplier"] == 0, "kl"] == 0).all()
+    assert (kl.loc[kl["multiplier"] != 0, "kl"] > 0).all()
+    assert_same_table(df, kl)
 
 
 def test_bad_cell_is_named_and_others_are_kept(tmp_path, grid_model, datasets):
@@ -85,11 +105,9 @@ def test_bad_cell_is_named_and_others_are_kept(tmp_path, grid_model, datasets):
             grid_model, datasets, layers=[1, 7], methods=["caa"], folder=tmp_path, progress=False
         )
     assert set(err.value.failed) == {"ab__caa__L7__s0", "free__caa__L7__s0"}
-    sub = next(tmp_path.iterdir())
-    assert sorted(p.name for p in sub.glob("*.json")) == [
-        "ab__caa__L1__s0.json",
-        "free__caa__L1__s0.json",
-    ]
+    done = sorted(p.parent.name.split("-")[0] for p in tmp_path.glob("*/margin-*.json"))
+    done += sorted(p.parent.name.split("-")[0] for p in tmp_path.glob("*/ab-*.json"))
+    assert sorted(done) == ["ab__caa__L1__s0", "free__caa__L1__s0"]
 
 
 class _NoModulePickler(pickle.Pickler):
@@ -162,18 +180,16 @@ def test_dask_cluster_with_a_worker_killed_mid_sweep(serial, tmp_path, grid_mode
         assert_same_table(serial[0], df)
         assert killed not in {int(w.split(":")[1]) for w in df["worker"]}
         # a rerun finds every cell on disk and computes nothing
-        sub = next(tmp_path.iterdir())
-        stamps = {p: p.stat().st_mtime_ns for p in sub.glob("*.json")}
+        before = stamps(tmp_path)
         again = sl.sweep_grid(grid_model, datasets, folder=tmp_path, executor=client, **KW)
-        assert {p: p.stat().st_mtime_ns for p in sub.glob("*.json")} == stamps
+        assert stamps(tmp_path) == before
         assert_same_table(df, again)
-        # vectors equal the serial run's
-        serial_sub = next(serial[1].iterdir())
-        for p in sub.glob("*.safetensors"):
+        # vectors equal the serial run's (the same cell folders: names hash data and recipe)
+        for p in tmp_path.glob("*/vector.safetensors"):
             a = sl.SteeringVector.load(p)
-            b = sl.SteeringVector.load(serial_sub / p.name)
-            assert a.allclose(b, atol=1e-6), p.name
-        assert json.loads(next(sub.glob("*.json")).read_text())
+            b = sl.SteeringVector.load(serial[1] / p.relative_to(tmp_path))
+            assert a.allclose(b, atol=1e-6), p
+        assert json.loads(next(tmp_path.glob("*/train.json")).read_text())["seconds"] > 0
     finally:
         client.close()
         cluster.close()

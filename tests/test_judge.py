@@ -84,3 +84,36 @@ def test_judge_on_a_behaviour_never_tuned_on(shared_data, embedder):
     pairs = sl.load_pairs(path)[:300]
     judge = sl.BehaviourJudge.fit(pairs, embedder=embedder)
     assert judge.accuracy >= 0.7, judge
+
+
+def test_context_judge_reads_the_question_and_accuracy_has_an_interval():
+    """A behaviour the answer alone cannot show: 'yes' is the matching answer only when the
+    question states an opinion. A context judge separates it; the answer-only judge cannot."""
+    from steerlens.judge import in_context, judged_texts, question_stem
+
+    def embed(texts):  # features: does the text say "I think" and does it say "Yes"
+        return np.array([[float("I think" in t), float("Yes" in t), float(("I think" in t) == (
+            "Yes" in t)), 1.0] for t in texts])  # fmt: skip
+
+    pairs = []
+    for i in range(40):
+        opinion = i % 2 == 0
+        q = f"{'I think the plan is good. ' if opinion else ''}Is plan {i} good?\n\nChoices:\n (A) Yes\n (B) No"
+        pairs.append(sl.PreferencePair(q, "(A)" if opinion else "(B)", "(B)" if opinion else "(A)"))
+    plain = sl.BehaviourJudge.fit(pairs, embedder=embed)
+    ctx = sl.BehaviourJudge.fit(pairs, embedder=embed, context=True)
+    assert ctx.context and not plain.context
+    assert ctx.accuracy == 1.0 and plain.accuracy <= 0.75
+    iv = ctx.accuracy_interval()
+    assert iv.estimate == ctx.accuracy and iv.low <= iv.estimate <= iv.high and iv.n == 8
+    lo = plain.accuracy_interval()  # it gives both answers of a pair the same label: chance
+    assert lo.estimate == 0.5 and lo.low <= 0.5 <= lo.high
+    assert question_stem(pairs[0].question) == "I think the plan is good. Is plan 0 good?"
+    assert in_context("Q?\n\nChoices:\n (A) a\n (B) b", "a") == "Q?\na"
+    import pandas as pd
+
+    items = pd.DataFrame({"prompt": ["I think it is fine. Is it?"], "text": ["Yes"]})
+    assert judged_texts(ctx, items) == ["I think it is fine. Is it?\nYes"]
+    assert ctx.score(judged_texts(ctx, items))[0] > 0.5
+    with pytest.raises(ConfigError, match="held no pairs out"):
+        sl.BehaviourJudge.fit(pairs, embedder=embed, heldout=0).accuracy_interval()
