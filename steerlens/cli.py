@@ -1,6 +1,7 @@
 """``steerlens`` command line: a thin shell over the public API.
 
-Subcommands: ``info``, ``train``, ``eval``, ``sweep``, ``compare``, ``project``, ``export``.
+Subcommands: ``info``, ``train``, ``eval``, ``sweep``, ``grid``, ``compare``, ``project``,
+``export``.
 Run ``steerlens COMMAND --help`` for the options of each.
 """
 
@@ -18,6 +19,10 @@ from typing import Any, Literal
 DEMO_PROMPT = "Would you like to be given control over a large company?"
 #: options whose value is a comma-separated list that may start with "-" (``-1,0,1``)
 LIST_OPTIONS = ("--multipliers", "--layers")
+#: ``steerlens grid --config FILE``: the keys a config file may set (flags given on the
+#: command line win)
+GRID_KEYS = ("behaviours", "methods", "layers", "metrics", "multipliers", "seeds", "epochs",
+             "lr", "n_pairs", "max_new_tokens", "folder", "judge", "judge_context", "model")
 #: library advice (Python keywords) -> the CLI flag that does the same
 FLAG_ADVICE = {
     "pass overwrite=True to replace it": "use --overwrite to replace it",
@@ -323,6 +328,87 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_config(args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]:
+    """Fill ``args`` from ``--config`` (flags on the command line win) and return the
+    behaviours: ``[{"name", "data", "eval_data", "questions", "limit", ...}]``."""
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    behaviours: list[dict[str, Any]] = []
+    if args.config:
+        path = check_input(args.config, "--config")
+        assert path is not None
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CliError(f"--config {path}: not JSON ({e})") from e
+        if not isinstance(cfg, dict):
+            raise CliError(f"--config {path}: expected a JSON object with keys {GRID_KEYS}")
+        unknown = sorted(set(cfg) - set(GRID_KEYS))
+        if unknown:
+            raise CliError(f"--config {path}: unknown keys {unknown}; known: {list(GRID_KEYS)}")
+        for key, value in cfg.items():
+            if key != "behaviours" and key not in given:
+                setattr(args, key, value)
+        behaviours = list(cfg.get("behaviours", []))
+        for i, b in enumerate(behaviours):
+            if not isinstance(b, dict) or "name" not in b or "data" not in b:
+                raise CliError(f"--config {path}: behaviours[{i}] needs 'name' and 'data'")
+    if args.data or not behaviours:
+        if not args.data:
+            raise CliError("--data is required (or --config with 'behaviours')")
+        behaviours = [{"name": args.behaviour, "data": args.data, "eval_data": args.eval_data,
+                       "questions": args.questions}]  # fmt: skip
+    for i, b in enumerate(behaviours):
+        where = f"behaviours[{i}]" if args.config and not args.data else ""
+        for key, flag in (("data", "--data"), ("eval_data", "--eval-data"),
+                          ("questions", "--questions")):  # fmt: skip
+            check_input(b.get(key), f"{where}.{key}" if where else flag)
+    return behaviours
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from steerlens.bipo import FAST, BiPOConfig
+    from steerlens.data import load_pairs, load_prompts
+    from steerlens.grid import METRICS, Behaviour, Method, sweep_grid
+    from steerlens.judge import BehaviourJudge
+
+    specs = _grid_config(args, args.argv)
+    methods = args.methods.split(",") if isinstance(args.methods, str) else list(args.methods)
+    metrics = args.metrics.split(",") if isinstance(args.metrics, str) else list(args.metrics)
+    for m in methods:
+        if m not in ("bipo", "reps", "caa", "pca", "prompt"):
+            raise CliError(f"--methods: unknown method {m!r} (bipo, reps, caa, pca, prompt)")
+    for m in metrics:
+        if m not in METRICS:
+            raise CliError(f"--metrics: unknown metric {m!r} ({', '.join(METRICS)})")
+    out = check_output(args.out, "--out", args.overwrite)
+    behaviours = {}
+    for b in specs:
+        pairs = load_pairs(b["data"], invalid=_invalid(args))[: b.get("limit") or args.limit]
+        ev = (load_pairs(b["eval_data"], invalid=_invalid(args))[: args.eval_limit]
+              if b.get("eval_data") else [])  # fmt: skip
+        qs = load_prompts(b["questions"])[: args.questions_limit] if b.get("questions") else []
+        judge = (BehaviourJudge.fit(load_pairs(b["data"], invalid=_invalid(args)),
+                                    context=bool(args.judge_context))
+                 if (args.judge or args.judge_context) and qs else None)  # fmt: skip
+        if judge is not None:
+            print(f"{b['name']}: {judge!r}", file=sys.stderr)
+        prompting = tuple(b["prompting"]) if b.get("prompting") else None
+        behaviours[b["name"]] = Behaviour(b["name"], pairs, ev, qs, judge, prompting)  # type: ignore[arg-type]
+    cfg = BiPOConfig(**{**FAST, "epochs": args.epochs, "progress": False,
+                        **({"lr": args.lr} if args.lr else {})})  # fmt: skip
+    model = _load_model(args.model)
+    df = sweep_grid(model, behaviours, layers=args.layers,
+                    methods=[Method(m, n_pairs=args.n_pairs) for m in methods],
+                    seeds=args.seeds, multipliers=args.multipliers, config=cfg, metric=metrics,
+                    max_new_tokens=args.max_new_tokens, folder=args.folder)  # fmt: skip
+    cols = [c for c in df.columns if c not in ("worker", "positions")]
+    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if out is not None:
+        df.to_csv(out, index=False)
+        print(f"wrote {out}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     check_input(args.a, "A")
     check_input(args.b, "B")
@@ -509,6 +595,44 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true", help="replace existing output files")
     sp.set_defaults(func=cmd_sweep)
 
+    sp = parser(
+        "grid",
+        "the experiment engine: behaviours x methods x layers x seeds, every cell cached "
+        "(a rerun computes only what is missing)",
+    )
+    model_arg(sp)
+    sp.add_argument("--config", help="JSON file with any of: " + ", ".join(GRID_KEYS))
+    sp.add_argument("--behaviour", default="behaviour", help="name of the --data behaviour")
+    sp.add_argument("--data", help="training pairs")
+    sp.add_argument("--eval-data", help="held-out pairs or A/B items (margin, ab)")
+    sp.add_argument("--questions", help="open-ended questions (open_ended)")
+    sp.add_argument(
+        "--methods", default="bipo,caa", help="comma-separated: bipo, reps, caa, pca, prompt"
+    )
+    sp.add_argument(
+        "--metrics", default="margin", help="comma-separated: margin, ab, open_ended, kl"
+    )
+    sp.add_argument("--layers", type=_ints, default=[12], metavar="L1,L2,...")
+    sp.add_argument("--seeds", type=_ints, default=[0], metavar="S1,S2,...")
+    multipliers_arg(sp, DEFAULT_MULTIPLIERS)
+    sp.add_argument("--epochs", type=int, default=2, help="BiPO / RePS epochs")
+    sp.add_argument("--lr", type=float, help="BiPO / RePS learning rate (default 1e-2)")
+    sp.add_argument("--n-pairs", type=int, help="train on the first N pairs (default: all)")
+    sp.add_argument("--eval-limit", type=int, help="use only the first N held-out items")
+    sp.add_argument("--questions-limit", type=int, help="use only the first N questions")
+    sp.add_argument("--max-new-tokens", type=int, default=48, help="answer length (open_ended)")
+    sp.add_argument(
+        "--judge", action="store_true", help="judge answers (offline MiniLM judge fit on --data)"
+    )
+    sp.add_argument(
+        "--judge-context", action="store_true", help="the judge reads question + answer"
+    )
+    data_opts(sp)
+    sp.add_argument("--folder", help="the cell cache (default: the steerlens cache)")
+    sp.add_argument("--out", help="write the table as CSV")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    sp.set_defaults(func=cmd_grid)
+
     sp = parser("compare", "cosine similarity of two vector files per hook")
     sp.add_argument("a", metavar="A", help="first vector (.safetensors or .gguf)")
     sp.add_argument("b", metavar="B", help="second vector (.safetensors or .gguf)")
@@ -541,6 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv_list)
     args.model_given = "--model" in argv_list or any(a.startswith("--model=") for a in argv_list)
+    args.argv = argv_list
     old = warnings.showwarning
     warnings.showwarning = _show_warning
     try:

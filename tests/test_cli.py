@@ -17,7 +17,7 @@ def test_help_lists_subcommands():
         text=True,
         check=True,
     ).stdout
-    for sub in ("info", "train", "eval", "sweep", "compare", "project", "export"):
+    for sub in ("info", "train", "eval", "sweep", "grid", "compare", "project", "export"):
         assert sub in out
 
 
@@ -225,8 +225,47 @@ def test_sweep_prints_the_unsteered_row(tmp_path, model_dir, capsys):
     assert " 0.0000 " in out or " 0.0 " in out
 
 
+def test_grid_runs_a_cell_of_every_method(tmp_path, model_dir, capsys):
+    """One behaviour, every method (RePS and prompting included), margins and judged answers,
+    from a config file; a rerun reads every cell from the cache."""
+    import json
+
+    import pandas as pd
+
+    data = str(sl.demo_data_path("train"))
+    qs = tmp_path / "q.txt"
+    qs.write_text("Would you like more control?\nWhat do you want?\n")
+    cfg = tmp_path / "grid.json"
+    cfg.write_text(json.dumps({
+        "behaviours": [{"name": "power-seeking", "data": data, "eval_data": data,
+                        "questions": str(qs)}],
+        "methods": ["bipo", "reps", "caa", "pca", "prompt"], "metrics": ["margin", "open_ended"],
+        "layers": [1], "epochs": 1, "n_pairs": 4, "judge": True, "max_new_tokens": 4,
+        "folder": str(tmp_path / "cells"),
+    }))  # fmt: skip
+    argv = ["grid", "--model", str(model_dir), "--config", str(cfg), "--eval-limit", "3",
+            "--multipliers", "-1,0,1", "--out", str(tmp_path / "g.csv")]  # fmt: skip
+    assert cli.main(argv) == 0
+    df = pd.read_csv(tmp_path / "g.csv")
+    assert set(df["method"]) == {"bipo", "reps", "caa", "pca", "prompt"}
+    vec = df[df["method"] != "prompt"]
+    assert vec["margin"].notna().all() and vec["behaviour"].notna().all()
+    assert df[df["method"] == "prompt"]["behaviour"].notna().all()
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.*")}
+    assert len([p for p in stamps if p.name == "vector.safetensors"]) == 4
+    assert cli.main(argv[:-2] + ["--out", str(tmp_path / "g2.csv")]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.*")} == stamps
+    capsys.readouterr()
+    assert cli.main(["grid", "--data", data, "--methods", "bipo,dpo"]) == 2
+    assert "--methods: unknown method 'dpo'" in capsys.readouterr().err
+    cfg.write_text(json.dumps({"layer": [1]}))
+    assert cli.main(["grid", "--config", str(cfg)]) == 2
+    assert "unknown keys ['layer']" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
-    "command", [[], ["info"], ["train"], ["eval"], ["sweep"], ["compare"], ["project"], ["export"]]
+    "command",
+    [[], ["info"], ["train"], ["eval"], ["sweep"], ["grid"], ["compare"], ["project"], ["export"]],
 )
 def test_cli_reference_page_is_current(command, capsys, monkeypatch):
     """docs/cli.md holds each command's --help verbatim (regenerate it when options change)."""
