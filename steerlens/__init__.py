@@ -9,6 +9,7 @@ Examples:
 from steerlens import analysis, interop, intervals, viz  # noqa: E402 - sub-packages used as sl.analysis
 from steerlens.baselines import caa_vector, extract_vector, pca_vector
 from steerlens.bipo import BiPOConfig, bipo_loss, train_bipo
+from steerlens.compare import CoherenceBudget, Comparison, compare_methods
 from steerlens.conditional import Condition, Conditional, search_condition
 from steerlens.data import (
     DEFAULT_SYSTEM_PROMPT,
@@ -42,7 +43,6 @@ from steerlens.evaluate import (
     kl_divergence,
     preference_margin,
 )
-from steerlens.compare import CoherenceBudget, Comparison, compare_methods
 from steerlens.grid import Behaviour, Method, SweepError, sweep_grid
 from steerlens.interventions import Ablate, Add, Cap, Intervention, ablation
 from steerlens.judge import BehaviourJudge, SentenceEmbedder

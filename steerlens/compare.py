@@ -150,6 +150,8 @@ def operating_points(
             )
             if fine:
                 ok.append((float(_ranges(a, m).mean()), m))
+        if not np.isfinite(grp["behaviour"].to_numpy(dtype=float)).all():
+            ok = []  # not judged (no judge): no operating point
         row["candidates"] = ",".join(f"{m:g}" for _, m in ok)
         if not ok:
             row.update(multiplier=math.nan, choose_range=math.nan, range=math.nan, low=math.nan,
@@ -204,7 +206,8 @@ def compare_points(
             if a not in pts.index or b not in pts.index:
                 continue
             row: dict[str, Any] = {"dataset": dataset, "a": a, "b": b,
-                                   "m_a": pts.loc[a, "multiplier"], "m_b": pts.loc[b, "multiplier"]}  # fmt: skip
+                                   "m_a": pts.loc[a, "multiplier"],
+                                   "m_b": pts.loc[b, "multiplier"]}  # fmt: skip
             if not (np.isfinite(row["m_a"]) and np.isfinite(row["m_b"])):
                 rows.append({**row, "difference": math.nan, "low": math.nan, "high": math.nan,
                              "n": 0, "verdict": "no operating point"})  # fmt: skip
@@ -217,6 +220,10 @@ def compare_points(
             if questions == "report":
                 n = int(oe[oe["dataset"] == dataset]["item"].max()) + 1
                 both = both[both.index.isin(split_questions(n, split_seed)[1])]
+            if both.empty or not np.isfinite(both.to_numpy(dtype=float)).all():
+                rows.append({**row, "difference": math.nan, "low": math.nan, "high": math.nan,
+                             "n": len(both), "verdict": "not judged"})  # fmt: skip
+                continue
             iv = paired_difference(both["a"].to_numpy(), both["b"].to_numpy(), seed=seed)
             verdict = iv.verdict if (judged or {}).get(dataset, True) else "not judged"
             rows.append({**row, "difference": iv.estimate, "low": iv.low, "high": iv.high,
@@ -390,7 +397,8 @@ def compare_methods(
     settings = {"budget": asdict(budget), "split_seed": split_seed, "bootstrap_seed": seed,
                 "n_boot": N_BOOT, "multipliers": [float(x) for x in multipliers],
                 "layers": [int(x) for x in layers], "layer_multiplier": layer_multiplier,
-                "max_new_tokens": max_new_tokens, "min_judge_accuracy": min_judge_accuracy}  # fmt: skip
+                "max_new_tokens": max_new_tokens,
+                "min_judge_accuracy": min_judge_accuracy}  # fmt: skip
     return Comparison(items, tradeoff, layer_rows, judges, points, verdicts, fixed, costs,
                       settings)  # fmt: skip
 

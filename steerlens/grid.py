@@ -57,6 +57,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.baselines import caa_vector, pca_vector
 from steerlens.bipo import BiPOConfig, train_bipo
 from steerlens.data import PreferencePair
 from steerlens.errors import ConfigError, SteerlensError
@@ -79,12 +80,13 @@ from steerlens.openended import (
     prompting_score,
 )
 from steerlens.reps import RePSConfig, train_reps
-from steerlens.sweep import train_vector
 from steerlens.vector import Positions, SteeringVector
 
 METRICS = ("margin", "ab", "open_ended", "kl")
 KINDS = ("bipo", "reps", "caa", "pca", "prompt")
 PROMPT_LAYER = -1  # the prompting baseline's cells steer no layer
+#: config fields that do not change a trained vector (left out of a cell's hash)
+NOT_RECIPE = ("progress", "eval_batch_size", "checkpoint_every", "cache_mb")
 
 
 class SweepError(SteerlensError, RuntimeError):
@@ -169,8 +171,8 @@ class Method:
             object.__setattr__(self, "kind", self.name)
         if isinstance(self.kind, str) and self.kind not in KINDS:
             raise ConfigError(
-                f"method {self.name!r}: kind must be one of {', '.join(KINDS)} or a callable, "
-                f"got {self.kind!r}"
+                f"method must be one of {', '.join(KINDS)} or a callable "
+                f"f(model, pairs, layers=...), got {self.kind!r}"
             )
         if self.n_pairs is not None and self.n_pairs < 1:
             raise ConfigError(f"method {self.name!r}: n_pairs must be >= 1, got {self.n_pairs}")
@@ -190,8 +192,11 @@ class Method:
         """Everything that makes this method's vector, as JSON-able values (hashed into the
         cell's folder name)."""
         cfg = self.effective_config(default)
+        settings = None
+        if cfg is not None:  # what cannot change the vector stays out
+            settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_RECIPE}
         return {"kind": self.label_kind, "n_pairs": self.n_pairs, "norm_of": self.norm_of,
-                "config": None if cfg is None else [type(cfg).__name__, asdict(cfg)]}  # fmt: skip
+                "config": None if cfg is None else [type(cfg).__name__, settings]}  # fmt: skip
 
     def effective_config(self, default: BiPOConfig | None) -> BiPOConfig | None:
         if self.label_kind == "bipo":
@@ -287,24 +292,57 @@ def _write_json(path: Path, payload: Any) -> None:
     atomic_write(path, write)
 
 
+def build_vector(
+    model: Any,
+    pairs: Sequence[PreferencePair],
+    method: Method,
+    *,
+    layer: int,
+    seed: int = 0,
+    config: BiPOConfig | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> SteeringVector:
+    """One method's vector from ``pairs`` at ``layer`` (what a cell trains; BiPO and RePS
+    resume from ``checkpoint`` when it exists).
+
+    Examples:
+        >>> import steerlens as sl
+        >>> m = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
+        >>> build_vector(m, pairs, Method("caa"), layer=1).metadata["name"]
+        'caa'
+    """
+    if not pairs:
+        raise ConfigError(f"method {method.name!r} got no training pairs")
+    cfg = method.effective_config(config)
+    if cfg is not None:
+        cfg = dataclasses.replace(cfg, seed=seed, progress=False)
+    resume = {"checkpoint": checkpoint, "resume": checkpoint is not None}
+    if method.label_kind == "bipo":
+        assert cfg is not None
+        vector = train_bipo(model, list(pairs), layers=layer, config=cfg, **resume)
+    elif method.label_kind == "reps":
+        assert isinstance(cfg, RePSConfig)
+        vector = train_reps(model, list(pairs), layers=layer, config=cfg, **resume)
+    elif method.kind == "caa":
+        vector = caa_vector(model, list(pairs), layers=layer, progress=False)
+    elif method.kind == "pca":
+        vector = pca_vector(model, list(pairs), layers=layer, progress=False)
+    else:
+        assert callable(method.kind)
+        vector = method.kind(model, list(pairs), layers=layer)
+    vector.metadata.update(seed=seed, name=method.name)
+    return vector
+
+
 def _build_vector(model: Any, behaviour: Behaviour, method: Method, layer: int, seed: int,
-                  default: BiPOConfig | None) -> SteeringVector:  # fmt: skip
+                  default: BiPOConfig | None, checkpoint: Path) -> SteeringVector:  # fmt: skip
     pairs = list(behaviour.pairs if method.n_pairs is None else behaviour.pairs[: method.n_pairs])
     if not pairs:
         raise ConfigError(f"behaviour {behaviour.name!r} has no training pairs")
-    cfg = method.effective_config(default)
-    if cfg is not None:
-        cfg = dataclasses.replace(cfg, seed=seed, progress=False)
-    if method.label_kind == "bipo":
-        assert cfg is not None
-        vector = train_bipo(model, pairs, layers=layer, config=cfg)
-    elif method.label_kind == "reps":
-        assert isinstance(cfg, RePSConfig)
-        vector = train_reps(model, pairs, layers=layer, config=cfg)
-    else:
-        vector = train_vector(model, pairs, layers=layer, method=method.kind,  # type: ignore[arg-type]
-                              progress=False)  # fmt: skip
-    vector.metadata.update(dataset=behaviour.name, seed=seed, name=method.name)
+    vector = build_vector(model, pairs, method, layer=layer, seed=seed, config=default,
+                          checkpoint=checkpoint)  # fmt: skip
+    vector.metadata.update(dataset=behaviour.name)
     return vector
 
 
@@ -316,7 +354,8 @@ def _cell_vector(model: Any, folder: Path, cell: Cell, behaviour: Behaviour, met
     if path.exists() and info_path.exists():
         return SteeringVector.load(path), json.loads(info_path.read_text())
     t0 = time.perf_counter()
-    vector = _build_vector(model, behaviour, method, cell.layer, cell.seed, default)
+    ckpt = folder / "checkpoint.safetensors"
+    vector = _build_vector(model, behaviour, method, cell.layer, cell.seed, default, ckpt)
     if method.norm_of is not None:
         ref_m = methods[method.norm_of]
         ref_cell = Cell(cell.dataset, ref_m.name, cell.layer, cell.seed if ref_m.seeded else 0)
@@ -332,6 +371,7 @@ def _cell_vector(model: Any, folder: Path, cell: Cell, behaviour: Behaviour, met
             "norm": float(sum(vector.norms().values()))}  # fmt: skip
     vector.save(path, overwrite=True)
     _write_json(info_path, info)  # last: its presence marks the vector done
+    ckpt.unlink(missing_ok=True)
     return vector, info
 
 
@@ -697,6 +737,7 @@ def find_cells(root: str | os.PathLike[str], key: str) -> list[Path]:
 
 __all__ = [
     "Behaviour",
+    "build_vector",
     "Cell",
     "METRICS",
     "Method",

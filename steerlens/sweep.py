@@ -12,24 +12,22 @@ Examples:
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import time
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from steerlens import grid
 from steerlens.baselines import caa_vector, pca_vector
 from steerlens.bipo import BiPOConfig, train_bipo
 from steerlens.compat import SteerlensDeprecationWarning, deprecated_args
 from steerlens.data import PreferencePair
 from steerlens.errors import ConfigError
 from steerlens.evaluate import DEFAULT_MULTIPLIERS, ab_score, preference_margin
-from steerlens.fileio import atomic_write
 from steerlens.hooks import resolve_layer
 from steerlens.vector import Positions, SteeringVector
 
@@ -128,10 +126,10 @@ def sweep_layers(
         positions: steered positions when scoring (``"all"`` or ``"after_prompt"``).
         config: :class:`~steerlens.bipo.BiPOConfig` for ``method="bipo"``.
         metric: ``"ab"`` (A/B score), ``"margin"`` (preference margin) or ``"auto"``.
-        cache_dir: a folder where each finished layer's vector and rows are stored; a rerun
-            with the same folder and the same data and settings skips finished layers (resume
-            after an interruption). Files are keyed by a hash of data and settings, so a rerun
-            with other settings never reads stale rows.
+        cache_dir: a folder where each finished layer's vector and rows are stored (the
+            cell cache of :func:`~steerlens.grid.sweep_grid`, which this calls); a rerun with
+            the same folder skips finished layers (resume after an interruption). Cells are
+            keyed by a hash of data and settings, so other settings never read stale rows.
 
     Returns:
         DataFrame with ``layer``, ``method``, ``multiplier``, the metric columns
@@ -149,69 +147,19 @@ def sweep_layers(
     layer_list = list(range(int(model.cfg.n_layers))) if layers is None else list(layers)
     layer_list = [resolve_layer(model, lyr) for lyr in layer_list]
     label = method if isinstance(method, str) else getattr(method, "__name__", "custom")
-    cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    fp = _fingerprint(pairs, eval_pairs, multipliers, metric, config, positions)
-    frames = []
-    for layer in tqdm(layer_list, desc=f"sweep {label}", disable=not progress):
-        rows_file = cache / f"{label}_L{layer}_{fp}.json" if cache else None
-        if rows_file is not None and rows_file.exists():
-            frames.append(pd.DataFrame.from_records(json.loads(rows_file.read_text())))
-            continue
-        t = time.perf_counter()
-        vector = train_vector(
-            model, pairs, layers=layer, method=method, config=config, progress=False
-        )
-        seconds = time.perf_counter() - t
-        df = score_vector(
-            model,
-            vector,
-            eval_pairs,
-            multipliers=multipliers,
-            positions=positions,
-            metric=metric,
-            progress=False,
-        )
-        df.insert(0, "method", label)
-        df.insert(0, "layer", layer)
-        df["norm"] = sum(vector.norms().values())
-        df["seconds"] = seconds
-        if cache is not None and rows_file is not None:
-            vector.save(cache / f"{label}_L{layer}_{fp}.safetensors", overwrite=True)
-            payload = json.dumps(df.to_dict("records"))
-
-            def write(tmp: str, text: str = payload) -> None:
-                Path(tmp).write_text(text)
-
-            atomic_write(rows_file, write)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _fingerprint(
-    train: Sequence[PreferencePair],
-    ev: Sequence[PreferencePair],
-    multipliers: Sequence[float],
-    metric: str,
-    cfg: BiPOConfig | None,
-    positions: Positions,
-) -> str:
-    """A short hash of everything that changes a sweep's rows (cache files are keyed by it)."""
-    import hashlib
-    from dataclasses import asdict
-
-    h = hashlib.sha256()
-    for group in (train, ev):
-        for p in group:
-            h.update(json.dumps([p.question, p.matching, p.not_matching]).encode())
-        h.update(b"|")
-    settings = asdict(cfg) if cfg is not None else None
-    pos = positions if isinstance(positions, (str, int)) else "mask"
-    h.update(
-        json.dumps([list(map(float, multipliers)), metric, settings, pos], default=str).encode()
-    )
-    return h.hexdigest()[:10]
+    spec = grid.Method(label, method if callable(method) else None)
+    seed = config.seed if config is not None else 0
+    with (
+        tempfile.TemporaryDirectory() if cache_dir is None else contextlib.nullcontext(cache_dir)
+    ) as folder:  # fmt: skip
+        df = grid.sweep_grid(
+            model, {"data": (pairs, eval_pairs)}, layers=layer_list, methods=[spec],
+            seeds=[seed], multipliers=multipliers, config=config, positions=positions,
+            folder=folder, metric=metric, progress=progress,
+        )  # fmt: skip
+    df = df.drop(columns=["dataset", "seed", "worker"])
+    front = ["layer", "method"]
+    return df[front + [c for c in df.columns if c not in front]]
 
 
 def sweep_multipliers(

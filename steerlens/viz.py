@@ -69,6 +69,35 @@ def plot_sweep(df: pd.DataFrame, metric: str | None = None, title: str | None = 
     return fig
 
 
+def plot_tradeoff(df: pd.DataFrame, title: str | None = None) -> Figure:
+    """Judged behaviour against perplexity, one line per method through its multipliers,
+    with the behaviour's 95% interval as error bars (``Comparison.tradeoff`` for one dataset:
+    ``method``, ``multiplier``, ``behaviour``, ``behaviour_low``, ``behaviour_high``,
+    ``perplexity``). The unsteered answers are the black dot; the trade-off a method offers
+    is how far up or down it gets before moving right.
+
+    Examples:
+        >>> df = pd.DataFrame({"method": "m", "multiplier": [-1.0, 0.0, 1.0],
+        ...     "behaviour": [0.2, 0.4, 0.7], "behaviour_low": [0.1, 0.3, 0.6],
+        ...     "behaviour_high": [0.3, 0.5, 0.8], "perplexity": [3.0, 2.5, 3.2]})
+        >>> [round(float(y), 1) for y in plot_tradeoff(df).axes[0].lines[0].get_ydata()]
+        [0.2, 0.4, 0.7]
+    """
+    fig, ax = _new(title or "behaviour vs perplexity", "perplexity (unsteered model)",
+                   "judged behaviour")  # fmt: skip
+    for name, g in df.groupby("method", sort=False):
+        g = g.sort_values("multiplier")
+        y = g["behaviour"].to_numpy()
+        err = [y - g["behaviour_low"].to_numpy(), g["behaviour_high"].to_numpy() - y]
+        ax.errorbar(g["perplexity"], y, yerr=err, marker="o", ms=3, capsize=2, lw=1,
+                    label=str(name))  # fmt: skip
+    base = df[df["multiplier"] == 0]
+    if len(base):
+        ax.plot(base["perplexity"].iloc[:1], base["behaviour"].iloc[:1], "ko", zorder=5)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def plot_cosine_by_layer(df: pd.DataFrame, title: str = "cosine similarity by layer") -> Figure:
     """Lines of cosine vs layer from :func:`steerlens.analysis.cosine_by_layer` or
     :func:`~steerlens.analysis.cosine_similarity` output.
