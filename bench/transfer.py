@@ -190,6 +190,44 @@ def main() -> None:
     render(raw)
 
 
+def reading(raw) -> str:
+    """The numbers above in words (regenerated with them)."""
+
+    def r2(frm, method="ridge"):
+        return [f["r2_heldout"] for f in raw["fits"] if f["from"].startswith(frm)
+                and f["method"] == method]  # fmt: skip
+
+    def ratio(direction, vector):
+        (r,) = [x for x in raw["ratios"] if x["direction"] == direction and x["vector"] == vector]
+        return f"{r['ratio']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+
+    def judged(vector):
+        rows = [x for x in raw.get("judged", []) if x["vector"] == vector]
+        return f"{rows[0]['range']:.2f} [{rows[0]['low']:.2f}, {rows[0]['high']:.2f}]" if rows else "-"
+
+    s2g, g2s = r2("smollm2"), r2("gemma3")
+    proc = [f["r2_heldout"] for f in raw["fits"] if f["method"] == "procrustes"]
+    return f"""- **Maps.** Gemma's residual stream predicts SmolLM2's well at every depth (held-out R^2
+  {min(g2s):.2f}-{max(g2s):.2f}); the other way round only the shallowest pair does ({s2g[0]:.2f}), the
+  deeper ones explain {min(s2g[1:]):.2f}-{max(s2g[1:]):.2f} of Gemma's variance. Orthogonal Procrustes
+  (centred; a rotation times one overall scale) does worse than predicting the mean (R^2
+  {min(proc):.2f} to {max(proc):.2f}): the map between the streams is far from a scaled rotation,
+  and the affine ridge map, free to stretch each direction, is the one to use.
+- **Steering.** Both carried vectors move the target's margins, with intervals that exclude zero,
+  and the random directions through the same maps do not: transfer ratio SmolLM2 -> Gemma
+  {ratio("smollm2 -> gemma3", "transferred")} (control {ratio("smollm2 -> gemma3", "random control")}),
+  Gemma -> SmolLM2 {ratio("gemma3 -> smollm2", "transferred")} (control
+  {ratio("gemma3 -> smollm2", "random control")}). A vector carried between these two models keeps
+  a sixth to a third of a natively trained vector's effect at the same multiplier, not all of it.
+- **What SmolLM2 says.** The vector carried from Gemma moves the judged power-seeking of
+  SmolLM2's answers by {judged("transferred")}, against {judged("native")} for SmolLM2's own
+  vector and {judged("random control")} for the control.
+- Measured on one behaviour, one recipe and one pair of small models; the carried SmolLM2 vector
+  has a much larger norm than Gemma's own (the map's gain), so "same multiplier" is not "same
+  norm".
+"""
+
+
 def render(raw) -> None:
     def table(rows, cols):
         out = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
@@ -269,6 +307,10 @@ at -2 and +2 and the range with a 95% paired bootstrap interval over questions:
         )
     }
 Gemma 3 270M is a base model without a chat template; its side is measured by margins only.
+
+## Reading
+
+{reading(raw)}
 
 ## Use it
 

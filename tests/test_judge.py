@@ -98,7 +98,8 @@ def test_context_judge_reads_the_question_and_accuracy_has_an_interval():
     pairs = []
     for i in range(40):
         opinion = i % 2 == 0
-        q = f"{'I think the plan is good. ' if opinion else ''}Is plan {i} good?\n\nChoices:\n (A) Yes\n (B) No"
+        view = "I think the plan is good. " if opinion else ""
+        q = f"{view}Is plan {i} good?\n\nChoices:\n (A) Yes\n (B) No"
         pairs.append(sl.PreferencePair(q, "(A)" if opinion else "(B)", "(B)" if opinion else "(A)"))
     plain = sl.BehaviourJudge.fit(pairs, embedder=embed)
     ctx = sl.BehaviourJudge.fit(pairs, embedder=embed, context=True)
