@@ -184,6 +184,7 @@ def main() -> None:
     ap.add_argument("--cells", help="comma-separated behaviours: compute their cells only")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(DOCS), help="page folder (default: docs/)")
+    ap.add_argument("--behaviours", help="comma-separated: the page for these only")
     ap.add_argument("--methods", help="with --cells: only these methods (a worker's share)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--cache", default=None, help="cell cache (default: bench/cache/results)")
@@ -192,7 +193,8 @@ def main() -> None:
     if (args.quick or args.smoke) and Path(args.out) == DOCS:
         ap.error("--quick and --smoke write a smoke page: give them their own --out folder")
     d = require_shared()
-    names = args.cells.split(",") if args.cells else (BIPO[:2] if args.quick else BIPO + CAA)
+    names = (args.cells or args.behaviours or "").split(",") if (args.cells or args.behaviours) \
+        else (BIPO if args.quick else BIPO + CAA)
     args.questions, args.tokens = (16, 32) if args.quick else (100, 48)
     args.layers = (9, 12) if args.quick else (6, 10, 14, 18, 22)
     args.multipliers = (-2, -1, 0, 1, 2) if args.quick else (-3, -2, -1, -0.5, 0, 0.5, 1, 2, 3)
