@@ -239,8 +239,9 @@ def choose_layers(margins: pd.DataFrame, *, multiplier: float = 1.0) -> pd.DataF
         >>> df = pd.DataFrame({"dataset": "d", "method": "caa", "layer": [1, 1, 2, 2],
         ...                    "seed": 0, "multiplier": [-1.0, 1.0] * 2,
         ...                    "margin": [0.0, 1.0, 0.0, 3.0]})
-        >>> choose_layers(df)[["layer", "margin_range"]].values.tolist()
-        [[2, 3.0]]
+        >>> best = choose_layers(df)
+        >>> int(best["layer"].iloc[0]), float(best["margin_range"].iloc[0])
+        (2, 3.0)
     """
     hi = margins[margins["multiplier"] == multiplier].set_index(CELL)["margin"]
     lo = margins[margins["multiplier"] == -multiplier].set_index(CELL)["margin"]
@@ -268,6 +269,12 @@ class Comparison:
         costs: per cell, how it was made (``recipe``), the vector's build time, the
             answers' generation time and where it ran.
         settings: budget, seeds, multipliers (recorded for the page).
+
+    Examples:
+        >>> import pandas as pd
+        >>> empty = pd.DataFrame()
+        >>> Comparison(*[empty] * 8, settings={"split_seed": 0}).settings
+        {'split_seed': 0}
     """
 
     items: pd.DataFrame
@@ -339,6 +346,18 @@ def compare_methods(
 
     Returns:
         A :class:`Comparison`.
+
+    Examples:
+        >>> import tempfile, steerlens as sl
+        >>> model = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))
+        >>> b = sl.Behaviour("power-seeking", pairs[:4], questions=["Hi?", "Why?", "Who?", "Where?"],
+        ...                  judge=lambda texts: [len(t) % 7 / 7 for t in texts])
+        >>> c = compare_methods(model, [b], methods=["caa", "prompt"], layers=[1],
+        ...                     multipliers=(-1, 0, 1), pairs=[("caa", "prompt")],
+        ...                     max_new_tokens=3, folder=tempfile.mkdtemp(), progress=False)
+        >>> c.operating_points["method"].tolist(), len(c.tradeoff), len(c.verdicts)
+        (['caa', 'prompt'], 6, 1)
     """
     if not isinstance(behaviours, Mapping):
         behaviours = {b.name: b for b in behaviours}

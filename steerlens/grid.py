@@ -678,8 +678,9 @@ def summarize(items: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
         >>> items = pd.DataFrame({"dataset": "d", "method": "caa", "layer": 1, "seed": 0,
         ...     "metric": "margin", "multiplier": 1.0, "item": [0, 1], "value": [1.0, 3.0],
         ...     "positions": "all", "norm": 2.0, "seconds": 0.1, "worker": "w"})
-        >>> summarize(items)[["margin", "matching_likelier", "n"]].values.tolist()
-        [[2.0, 1.0, 2]]
+        >>> row = summarize(items).iloc[0]
+        >>> float(row["margin"]), float(row["matching_likelier"]), int(row["n"])
+        (2.0, 1.0, 2)
     """
     keys = ["dataset", "method", "layer", "seed", "multiplier"]
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
