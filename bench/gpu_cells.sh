@@ -32,10 +32,10 @@ echo "sanity ok at $(( $(date +%s) - T0 ))s"
 LIMIT=$(( 555 - ($(date +%s) - T0) ))
 run() { timeout $LIMIT python3 bench/results.py --device cuda "$@" > "/tmp/logs/$(echo "$@" | tr ' ,/@' '____').log" 2>&1; echo "exit $? after $(( $(date +%s) - T0 ))s: $*" >> /tmp/logs/exits.txt; }
 for b in power-seeking hallucination corrigible-neutral-HHH survival-instinct sycophancy refusal hallucination-caa; do
-  run --cells $b --methods bipo-full,caa,prompt,caa@bipo-full,pca,bipo-quick &
+  run --cells --behaviours $b --methods bipo-full,caa,prompt,caa@bipo-full,pca,bipo-quick &
 done
-run --cells power-seeking --methods reps-full &
-run --cells power-seeking --methods bipo-paper &
+run --cells --behaviours power-seeking --methods reps-full &
+run --cells --behaviours power-seeking --methods bipo-paper &
 sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv > /tmp/logs/smi.txt
 wait
 echo "wall $(( $(date +%s) - T0 ))s"

@@ -1,31 +1,28 @@
 # ruff: noqa: E501 - the page template is Markdown, its lines are the page's
-"""The results page (docs/results.md), built by one call: ``sl.compare_methods``.
+"""The results page (docs/results.md): every table from one call, ``sl.compare_methods``.
 
-    python bench/results.py                  # all 7 behaviours: missing cells are computed (a
-                                             # full-data cell is ~1 h on 2 CPU cores), then the page
-    python bench/results.py --cells NAME     # compute one behaviour's cells only (no judge, no
-                                             # page): what a worker (or a GPU) runs
-    python bench/results.py --quick --out D  # 2 behaviours, 16 questions, small recipes (<15 min)
+    python bench/results.py               # all 7 behaviours: computes missing cells (a full-data
+                                          # cell is ~1 h on 2 CPU cores), judges, writes the page
+    python bench/results.py --cells --behaviours NAME   # one behaviour's cells only (a worker)
+    python bench/results.py --quick --out DIR           # 2 behaviours, small recipes (<15 min)
 
-Cells accumulate in bench/cache/results (committed), so runs add up across sessions; the page
-says where and how long each cell took. Data: ../shared/data (bipo/: train.csv, test.csv,
-test_infer.csv; caa/: generate_dataset.json, test_dataset_open_ended.json).
+Cells accumulate in bench/cache/results (committed): runs add up across sessions and machines
+(bench/gpu_cells.sh ran every behaviour at once on a GPU). Data: ../shared/data.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pandas as pd  # noqa: E402
 from _common import DOCS, ROOT, git_rev, machine, md_table, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
+from steerlens.intervals import format_interval  # noqa: E402
 from steerlens.viz import plot_tradeoff  # noqa: E402
 
 BIPO = ("power-seeking", "hallucination")
@@ -35,7 +32,7 @@ CACHE = ROOT / "bench" / "cache" / "results"
 FULL = dict(lr=1e-2, warmup_steps=0, batch_size=4, progress=False)
 
 
-def behaviour(d: Path, name: str, n_questions: int, judge: bool) -> sl.Behaviour:
+def behaviour(d: Path, name: str, n_questions: int, n_held: int, judge: bool) -> sl.Behaviour:
     if name in BIPO:
         pairs = sl.load_pairs(d / f"bipo/{name}/train.csv", invalid="skip", duplicates="ignore")
         held = sl.load_pairs(d / f"bipo/{name}/test.csv", invalid="skip", duplicates="ignore")
@@ -46,7 +43,7 @@ def behaviour(d: Path, name: str, n_questions: int, judge: bool) -> sl.Behaviour
         pairs, held = items[:-64][:640], items[-64:]
         qs = sl.load_prompts(d / f"caa/test/{base}/test_dataset_open_ended.json")
     j = sl.BehaviourJudge.fit(pairs, context=name in CONTEXT_JUDGE) if judge else None
-    return sl.Behaviour(name, pairs[:640], held[:64], qs[:n_questions], j)
+    return sl.Behaviour(name, pairs[:640], held[:n_held], qs[:n_questions], j)
 
 
 def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list[sl.Method]]:
@@ -63,107 +60,98 @@ def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list
     if name == "power-seeking":
         reps_cfg = sl.RePSConfig(epochs=5, **{**FULL, "lr": 3e-2})
         out.append(sl.Method("reps-full", "reps", config=reps_cfg, n_pairs=n))
-        sweep.append(sl.Method("reps-quick", "reps", n_pairs=min(n, 64),
-                               config=sl.RePSConfig(epochs=4, **{**FULL, "lr": 3e-2})))  # fmt: skip
+        sweep.append(sl.Method("reps-quick", "reps", n_pairs=min(n, 64), config=sl.RePSConfig(epochs=4, **{**FULL, "lr": 3e-2})))
         paper = sl.BiPOConfig(epochs=20, schedule_epochs=100, progress=False)  # authors' run
         out.append(sl.Method("bipo-paper", "bipo", config=paper, n_pairs=n))
     return out, sweep
 
 
 def compare(model, d, names, args) -> sl.Comparison:
-    bs = {n: behaviour(d, n, args.questions, judge=not args.cells) for n in names}
-    frames = []
-    for n, b in bs.items():  # one call per behaviour (each has its own recipes), then joined
-        ms, sweep = methods(n, args.quick, args.pairs)
+    """Every table of the page: one call."""
+    bs = {n: behaviour(d, n, args.questions, args.held, judge=not args.cells) for n in names}
+    ms, sweep = {}, {}
+    for n in bs:
+        ms[n], sweep[n] = methods(n, args.quick)
         if args.methods:  # a worker's share: these methods (and the norms they borrow)
             keep = set(args.methods.split(","))
-            keep |= {m.norm_of for m in ms if m.name in keep and m.norm_of}
-            ms = [m for m in ms if m.name in keep]
-            sweep = [m for m in sweep if m.label_kind in {x.label_kind for x in ms}]
-        ref = "bipo-quick" if args.quick else "bipo-full"
-        pairs = [(ref, o) for o in ("caa", "pca", "prompt", "bipo-quick", "reps-full",
-                                    "bipo-paper") if o != ref]  # fmt: skip
-        frames.append(sl.compare_methods(
-            model, {n: b}, methods=ms, layers=args.layers, layer_methods=sweep,
-            multipliers=args.multipliers, pairs=pairs, equal_norm=(1.0, [(ref, f"caa@{ref}")]),
-            max_new_tokens=args.tokens, folder=args.cache, progress=True))  # fmt: skip
-    join = {f: pd.concat([getattr(c, f) for c in frames], ignore_index=True)
-            for f in ("items", "tradeoff", "layers", "judges", "operating_points", "verdicts",
-                      "equal_norm", "costs")}  # fmt: skip
-    return sl.Comparison(**join, settings=frames[0].settings)
+            keep |= {m.norm_of for m in ms[n] if m.name in keep and m.norm_of}
+            ms[n] = [m for m in ms[n] if m.name in keep]
+            sweep[n] = [m for m in sweep[n] if m.label_kind in {x.label_kind for x in ms[n]}]
+    ref = "bipo-quick" if args.quick else "bipo-full"
+    others = ("caa", "pca", "prompt", "bipo-quick", "reps-full", "bipo-paper")
+    return sl.compare_methods(
+        model, bs, methods=ms, layers=args.layers, layer_methods=sweep,
+        multipliers=args.multipliers, pairs=[(ref, o) for o in others if o != ref],
+        equal_norm=(1.0, [(ref, f"caa@{ref}")]), max_new_tokens=args.tokens, folder=args.cache,
+    )  # fmt: skip
 
 
-def fmt_iv(est, lo, hi) -> str:
-    return "-" if est != est else f"{est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-
-
-def with_ci(df, est="range", name="range [95% CI]"):
-    cols = ("low", "high") if est in ("range", "difference") else (f"{est}_low", f"{est}_high")
-    return df.assign(**{name: [fmt_iv(*x) for x in zip(df[est], *(df[c] for c in cols),
-                                                        strict=True)]})  # fmt: skip
+def with_ci(df, est="range", name="range [95% CI]", signed=True):
+    return df.assign(**{name: [format_interval(*x, signed=signed) for x in zip(df[est], df["low"], df["high"], strict=True)]})
 
 
 def render(c: sl.Comparison, out: Path, meta: dict) -> None:
     for sub in ("data", "img"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for f in ("tradeoff", "layers", "judges", "operating_points", "verdicts", "equal_norm",
-              "costs"):  # fmt: skip
+    for f in ("tradeoff", "layers", "judges", "operating_points", "verdicts", "equal_norm", "costs"):
         getattr(c, f).to_csv(out / "data" / f"results_{f}.csv", index=False)
     for ds, g in c.tradeoff.groupby("dataset", sort=False):
         plot_tradeoff(g, title=ds).savefig(out / "img" / f"results_{ds}.png", dpi=110)
-    s, ref = c.settings, "bipo-quick" if meta["quick"] else "bipo-full"
-    op = with_ci(c.operating_points).set_index(["dataset", "method"])
-    j = with_ci(c.judges, "accuracy", "accuracy [95% CI]").set_index("dataset")
+    s, b, ref = c.settings, c.settings["budget"], "bipo-quick" if meta["quick"] else "bipo-full"
     v = with_ci(c.verdicts, "difference", "difference [95% CI]")
-    head = [{"behaviour": r.dataset, "judge": j.loc[r.dataset, "accuracy [95% CI]"],
-             f"{ref} (m)": f"{op.loc[(r.dataset, r.a), 'range [95% CI]']} ({r.m_a:g})",
-             "caa (m)": f"{op.loc[(r.dataset, r.b), 'range [95% CI]']} ({r.m_b:g})",
-             f"{ref} - caa": fmt_iv(r.difference, r.low, r.high),
-             "verdict": r.verdict} for r in v[v["b"] == "caa"].itertuples()]  # fmt: skip
     eq = with_ci(c.equal_norm, "difference", "difference [95% CI]") if len(c.equal_norm) else None
     cost = c.costs[c.costs["metric"] == "open_ended"]
-    cost = cost.assign(minutes=(cost["build_seconds"] + cost["metric_seconds"]) / 60)
-    b = s["budget"]
+    t = {"op": with_ci(c.operating_points)[["dataset", "method", "layer", "multiplier", "range [95% CI]", "ppl_ratio", "distinct2_ratio", "candidates", "n_report"]],
+         "other": v[v["b"] != "caa"][["dataset", "a", "b", "m_a", "m_b", "difference [95% CI]", "n", "verdict"]],
+         "eq": eq[["dataset", "a", "b", "difference [95% CI]", "n", "verdict"]] if eq is not None else None,
+         "judges": with_ci(c.judges, "accuracy", "accuracy [95% CI]", signed=False)[["dataset", "accuracy [95% CI]", "heldout_pairs", "context", "judged"]],
+         "cost": cost.assign(minutes=(cost["build_seconds"] + cost["metric_seconds"]) / 60)[["dataset", "method", "layer", "device", "minutes"]]}  # fmt: skip
+    t = {k: "-" if x is None else md_table(x, floatfmt=".1f" if k == "cost" else ".3f") for k, x in t.items()}
+    plots = "\n".join(f"![{ds}](img/results_{ds}.png)" for ds in c.tradeoff["dataset"].unique())
+    quick = " --quick" if meta["quick"] else ""
     page = f"""# Results: does BiPO steer better than CAA, PCA, RePS or asking?
 
-SmolLM2-135M-Instruct, {len(c.judges)} behaviours, greedy answers ({s["max_new_tokens"]} new tokens)
-judged offline. Each method at its **coherence-matched operating point**: the multiplier with the
-largest judged range (behaviour at +m minus at -m) whose answers keep perplexity within
-{b["perplexity"]:g}x and distinct-2 at least {b["distinct2"]:g}x the unsteered answers', chosen on half of
-the questions and reported on the other half; 95% paired bootstrap intervals over questions (seed
-{s["bootstrap_seed"]}, {s["n_boot"]} resamples). Built by `python bench/results.py{" --quick" if meta["quick"] else ""}` (commit
-{meta["commit"]}; {meta["minutes"]:.0f} min on {meta["machine"]} to read the cells and judge; the cells'
-own costs are at the end).
+SmolLM2-135M-Instruct, {len(c.judges)} behaviours, greedy answers ({s["max_new_tokens"]} new tokens) judged
+offline. Each method at its **coherence-matched operating point**: the multiplier with the largest
+judged range (behaviour at +m minus at -m) whose answers keep perplexity within {b["perplexity"]:g}x and
+distinct-2 at least {b["distinct2"]:g}x the unsteered answers', chosen on half of the questions and reported
+on the other half; 95% paired bootstrap intervals over questions (seed {s["bootstrap_seed"]}, {s["n_boot"]} resamples).
+Built by `python bench/results.py{quick}` (commit {meta["commit"]}; {meta["minutes"]:.0f} min on
+{meta["machine"]} to read the cells and judge; the cells' own costs are at the end).
 
 ## The answer: {ref} against CAA, each at its operating point
 
-{md_table(pd.DataFrame(head))}
+{md_table(c.headline(ref, "caa"))}
+
 "better"/"worse": the 95% interval of the difference excludes 0. "not judged": the judge's held-out
-accuracy is under {s["min_judge_accuracy"]}. "no operating point": no multiplier kept a method inside
-the coherence budget on the choosing half.
+accuracy is under {s["min_judge_accuracy"]}. "no operating point": no multiplier kept a method inside the
+coherence budget on the choosing half.
 
 ## Every method at its operating point (held-out half of the questions)
 
-{md_table(op.reset_index()[["dataset", "method", "layer", "multiplier", "range [95% CI]",
-                            "ppl_ratio", "distinct2_ratio", "candidates", "n_report"]])}
+{t["op"]}
+
 ## Other comparisons at the operating points
 
-{md_table(v[v["b"] != "caa"][["dataset", "a", "b", "m_a", "m_b", "difference [95% CI]", "n",
-                             "verdict"]])}
+{t["other"]}
+
 ## Equal norm: CAA rescaled to {ref}'s norm, both at +-1 (all questions)
 
-{md_table(eq[["dataset", "a", "b", "difference [95% CI]", "n", "verdict"]]) if eq is not None else "-"}
+{t["eq"]}
+
 ## Judges (held-out pairs)
 
-{md_table(j.reset_index()[["dataset", "accuracy [95% CI]", "heldout_pairs", "context", "judged"]])}
+{t["judges"]}
+
 The sycophancy judge reads the question with the answer (`BehaviourJudge.fit(..., context=True)`).
 
 ## Layers: held-out margin range at +-{s["layer_multiplier"]:g}, quick recipes
 
 {md_table(c.layers)}
+
 ## Trade-off: judged behaviour against perplexity, 95% intervals
 
-{chr(10).join(f"![{ds}](img/results_{ds}.png)" for ds in c.tradeoff["dataset"].unique())}
+{plots}
 
 ## Protocol and cost
 
@@ -174,35 +162,28 @@ cosine over 100 epochs), its epoch-20 vector. reps-full: bipo-full's recipe at l
 the pairs of bipo-full. prompt: a system prompt asking for the behaviour (+1) or its opposite (-1).
 Each cell's cost (vector and answers; `device` says where it ran):
 
-{md_table(cost[["dataset", "method", "layer", "device", "minutes"]], floatfmt=".1f")}
+{t["cost"]}
 """
     (out / "results.md").write_text(page)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--cells", help="comma-separated behaviours: compute their cells only")
+    ap.add_argument("--behaviours", help="comma-separated (default: all seven)")
+    ap.add_argument("--cells", action="store_true", help="compute the cells only (no judge, page)")
+    ap.add_argument("--methods", help="with --cells: only these methods (a worker's share)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(DOCS), help="page folder (default: docs/)")
-    ap.add_argument("--behaviours", help="comma-separated: the page for these only")
-    ap.add_argument("--methods", help="with --cells: only these methods (a worker's share)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--cache", default=None, help="cell cache (default: bench/cache/results)")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the pipeline")
     args = ap.parse_args()
-    if (args.quick or args.smoke) and Path(args.out) == DOCS:
-        ap.error("--quick and --smoke write a smoke page: give them their own --out folder")
+    if args.quick and Path(args.out) == DOCS:
+        ap.error("--quick writes a smoke page: give it its own --out folder")
     d = require_shared()
-    names = (args.cells or args.behaviours or "").split(",") if (args.cells or args.behaviours) \
-        else (BIPO if args.quick else BIPO + CAA)
-    args.questions, args.tokens = (16, 32) if args.quick else (100, 48)
+    names = args.behaviours.split(",") if args.behaviours else (BIPO if args.quick else BIPO + CAA)
+    args.questions, args.tokens, args.held = (16, 32, 16) if args.quick else (100, 48, 64)
     args.layers = (9, 12) if args.quick else (6, 10, 14, 18, 22)
     args.multipliers = (-2, -1, 0, 1, 2) if args.quick else (-3, -2, -1, -0.5, 0, 0.5, 1, 2, 3)
-    args.pairs = 640
-    if args.smoke:
-        args.questions, args.tokens, args.pairs, args.layers = 4, 6, 8, (6, 12)
-    small = args.quick or args.smoke
-    args.cache = Path(args.cache or (Path(args.out) / "cells" if small else CACHE))
+    args.cache = Path(args.out) / "cells" if args.quick else CACHE
     t0 = time.perf_counter()
     model = sl.load_model(device=args.device)
     c = compare(model, d, names, args)
@@ -211,7 +192,7 @@ def main() -> None:
     meta = {"commit": git_rev(), "machine": machine(), "quick": args.quick,
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
     render(c, Path(args.out), meta)
-    print(json.dumps(meta))
+    print(meta)
 
 
 if __name__ == "__main__":

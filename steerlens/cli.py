@@ -21,8 +21,22 @@ DEMO_PROMPT = "Would you like to be given control over a large company?"
 LIST_OPTIONS = ("--multipliers", "--layers")
 #: ``steerlens grid --config FILE``: the keys a config file may set (flags given on the
 #: command line win)
-GRID_KEYS = ("behaviours", "methods", "layers", "metrics", "multipliers", "seeds", "epochs",
-             "lr", "n_pairs", "max_new_tokens", "folder", "judge", "judge_context", "model")
+GRID_KEYS = (
+    "behaviours",
+    "methods",
+    "layers",
+    "metrics",
+    "multipliers",
+    "seeds",
+    "epochs",
+    "lr",
+    "n_pairs",
+    "max_new_tokens",
+    "folder",
+    "judge",
+    "judge_context",
+    "model",
+)
 #: library advice (Python keywords) -> the CLI flag that does the same
 FLAG_ADVICE = {
     "pass overwrite=True to replace it": "use --overwrite to replace it",

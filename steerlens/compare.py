@@ -48,7 +48,7 @@ import pandas as pd
 from steerlens.bipo import BiPOConfig
 from steerlens.errors import ConfigError
 from steerlens.grid import PROMPT_LAYER, Behaviour, Method, summarize, sweep_grid
-from steerlens.intervals import N_BOOT, SEED, paired_difference
+from steerlens.intervals import N_BOOT, SEED, format_interval, paired_difference
 from steerlens.openended import distinct_n
 
 CELL = ["dataset", "method", "layer", "seed"]
@@ -287,6 +287,25 @@ class Comparison:
     costs: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def headline(self, a: str, b: str) -> pd.DataFrame:
+        """The answer in one table: per behaviour, the judge's accuracy, ``a``'s and ``b``'s
+        ranges at their operating points (multiplier in brackets), ``a - b`` and the verdict,
+        each with its 95% interval, as text."""
+        op = self.operating_points.set_index(["dataset", "method"])
+        judges = self.judges.set_index("dataset")
+        rows = []
+        for r in self.verdicts[(self.verdicts["a"] == a) & (self.verdicts["b"] == b)].itertuples():
+            j = judges.loc[r.dataset]
+            cells = {}
+            for name, m in ((a, r.m_a), (b, r.m_b)):
+                p = op.loc[(r.dataset, name)]
+                cells[f"{name} (m)"] = f"{format_interval(p['range'], p['low'], p['high'])} ({m:g})"
+            rows.append({"behaviour": r.dataset,
+                         "judge": format_interval(j["accuracy"], j["low"], j["high"], signed=False),
+                         **cells, f"{a} - {b}": format_interval(r.difference, r.low, r.high),
+                         "verdict": r.verdict})  # fmt: skip
+        return pd.DataFrame(rows)
+
 
 def _judges(behaviours: Mapping[str, Behaviour], minimum: float, seed: int) -> pd.DataFrame:
     rows = []
@@ -304,13 +323,25 @@ def _judges(behaviours: Mapping[str, Behaviour], minimum: float, seed: int) -> p
     return pd.DataFrame.from_records(rows)
 
 
+def _layer_of(m: Method, by_name: Mapping[str, Method], by_kind: Mapping[str, int | None],
+              default: int) -> int:  # fmt: skip
+    """A method's layer: its kind's sweep choice; an equal-norm method sits at the layer of the
+    method whose norm it borrows; prompting steers no layer."""
+    if m.label_kind == "prompt":
+        return PROMPT_LAYER
+    if m.norm_of is not None:
+        return _layer_of(by_name[m.norm_of], by_name, by_kind, default)
+    layer = by_kind.get(m.label_kind)
+    return default if layer is None else layer
+
+
 def compare_methods(
     model: Any,
     behaviours: Mapping[str, Behaviour] | Sequence[Behaviour],
     *,
-    methods: Sequence[str | Method],
+    methods: Sequence[str | Method] | Mapping[str, Sequence[str | Method]],
     layers: Sequence[int],
-    layer_methods: Sequence[str | Method] | None = None,
+    layer_methods: Sequence[str | Method] | Mapping[str, Sequence[str | Method]] | None = None,
     layer_multiplier: float = 1.0,
     multipliers: Sequence[float] = (-3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3),
     pairs: Sequence[tuple[str, str]] = (("bipo", "caa"),),
@@ -331,10 +362,11 @@ def compare_methods(
         behaviours: :class:`~steerlens.grid.Behaviour` values (training pairs, held-out pairs
             for the layer sweep, questions, judge).
         methods: the methods compared (names or :class:`~steerlens.grid.Method` recipes; a
-            method's layer is the one chosen for the ``layer_methods`` entry of its kind).
+            method's layer is the one chosen for the ``layer_methods`` entry of its kind), or
+            ``{behaviour name: methods}`` when behaviours differ.
         layers: candidate layers (one layer: no sweep).
         layer_methods: the recipes swept over ``layers`` by held-out margin (default: each
-            kind of ``methods`` by its name, with ``config``).
+            kind of ``methods`` by its name, with ``config``); or one list per behaviour.
         layer_multiplier: the sweep ranks layers by margin at ``+m`` minus ``-m``.
         multipliers: each method's grid for the operating point (0 included).
         pairs: ``(a, b)`` method names compared at their operating points.
@@ -351,7 +383,7 @@ def compare_methods(
         >>> import tempfile, steerlens as sl
         >>> model = sl.tiny_model(n_layers=2)
         >>> pairs = sl.load_pairs(sl.demo_data_path("train"))
-        >>> b = sl.Behaviour("power-seeking", pairs[:4], questions=["Hi?", "Why?", "Who?", "Where?"],
+        >>> b = sl.Behaviour("power-seeking", pairs[:4], questions=["Hi?", "Why?", "Who?", "How?"],
         ...                  judge=lambda texts: [len(t) % 7 / 7 for t in texts])
         >>> c = compare_methods(model, [b], methods=["caa", "prompt"], layers=[1],
         ...                     multipliers=(-1, 0, 1), pairs=[("caa", "prompt")],
@@ -361,39 +393,42 @@ def compare_methods(
     """
     if not isinstance(behaviours, Mapping):
         behaviours = {b.name: b for b in behaviours}
-    ms = [Method(m) if isinstance(m, str) else m for m in methods]
-    by_name = {m.name: m for m in ms}
     if 0 not in [float(x) for x in multipliers]:
         raise ConfigError("multipliers must include 0 (the unsteered answers set the budget)")
-    kinds = list(dict.fromkeys(m.label_kind for m in ms if m.label_kind != "prompt"))
-    sweepers = [Method(k) if isinstance(k, str) else k for k in (layer_methods or kinds)]
-    layer_rows = pd.DataFrame(columns=["dataset", "method", "layer", "margin_range"])
-    if len(layers) > 1 and sweepers:
-        margins = sweep_grid(model, behaviours, layers=layers, methods=sweepers,
-                             multipliers=(-layer_multiplier, 0.0, layer_multiplier),
-                             metric="margin", config=config, folder=folder, executor=executor,
-                             progress=progress)  # fmt: skip
-        layer_rows = choose_layers(margins, multiplier=layer_multiplier)
-    chosen = {(r.dataset, r.method): int(r.layer) for r in layer_rows.itertuples()}
-    by_kind = {m.label_kind: m.name for m in sweepers}
 
-    def layer_of(dataset: str, m: Method) -> int:
-        if m.label_kind == "prompt":
-            return PROMPT_LAYER
-        if m.norm_of is not None:
-            return layer_of(dataset, by_name[m.norm_of])
-        return chosen.get((dataset, by_kind.get(m.label_kind, m.name)), int(layers[0]))
+    def per(value: Any, name: str) -> list[Method]:
+        chosen = value[name] if isinstance(value, Mapping) else value
+        return [Method(m) if isinstance(m, str) else m for m in chosen]
 
-    frames = []
+    layer_frames, frames, recipes = [], [], {}
     for name, b in behaviours.items():
+        ms = per(methods, name)
+        by_name = {m.name: m for m in ms}
+        recipes.update({(name, m.name): str(m.recipe(config)) for m in ms})
+        kinds = list(dict.fromkeys(m.label_kind for m in ms if m.label_kind != "prompt"))
+        sweepers = per(layer_methods, name) if layer_methods is not None else per(kinds, name)
+        chosen: dict[str, int] = {}
+        if len(layers) > 1 and sweepers:
+            margins = sweep_grid(model, {name: b}, layers=layers, methods=sweepers,
+                                 multipliers=(-layer_multiplier, 0.0, layer_multiplier),
+                                 metric="margin", config=config, folder=folder,
+                                 executor=executor, progress=progress)  # fmt: skip
+            best = choose_layers(margins, multiplier=layer_multiplier)
+            layer_frames.append(best)
+            chosen = {r.method: int(r.layer) for r in best.itertuples()}
+        by_kind = {m.label_kind: m.name for m in sweepers}
         for m in ms:
             group = [m] + ([by_name[m.norm_of]] if m.norm_of else [])
             metric = ["open_ended"] + (["margin"] if b.eval_pairs else [])
-            df = sweep_grid(model, {name: b}, layers=[layer_of(name, m)], methods=group,
+            layer = _layer_of(m, by_name, {k: chosen.get(v) for k, v in by_kind.items()},
+                              int(layers[0]))  # fmt: skip
+            df = sweep_grid(model, {name: b}, layers=[layer], methods=group,
                             multipliers=multipliers, metric=metric, config=config,
                             max_new_tokens=max_new_tokens, folder=folder, executor=executor,
                             per_item=True, progress=False)  # fmt: skip
             frames.append(df[df["method"] == m.name])
+    layer_rows = (pd.concat(layer_frames, ignore_index=True) if layer_frames else
+                  pd.DataFrame(columns=["dataset", "method", "layer", "margin_range"]))  # fmt: skip
     items = pd.concat(frames, ignore_index=True)
     oe = items[items["metric"] == "open_ended"]
     judges = _judges(behaviours, min_judge_accuracy, seed)
@@ -412,7 +447,8 @@ def compare_methods(
              device=("device", "first"), norm=("norm", "first"))
         .reset_index()
     )  # fmt: skip
-    costs["recipe"] = [str(by_name[m].recipe(config)) for m in costs["method"]]
+    costs["recipe"] = [recipes[(d, m)] for d, m in zip(costs["dataset"], costs["method"],
+                                                       strict=True)]  # fmt: skip
     settings = {"budget": asdict(budget), "split_seed": split_seed, "bootstrap_seed": seed,
                 "n_boot": N_BOOT, "multipliers": [float(x) for x in multipliers],
                 "layers": [int(x) for x in layers], "layer_multiplier": layer_multiplier,

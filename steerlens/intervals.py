@@ -207,8 +207,22 @@ def steering_range(
                              level=level, n_boot=n_boot, seed=seed)  # fmt: skip
 
 
+def format_interval(estimate: float, low: float, high: float, *, signed: bool = True) -> str:
+    """``"+0.42 [+0.31, +0.52]"`` (``"-"`` for NaN): how tables print an interval.
+
+    Examples:
+        >>> format_interval(0.5, 0.25, 0.75), format_interval(0.9, 0.8, 1.0, signed=False)
+        ('+0.50 [+0.25, +0.75]', '0.90 [0.80, 1.00]')
+    """
+    if estimate != estimate:
+        return "-"
+    f = "+.2f" if signed else ".2f"
+    return f"{estimate:{f}} [{low:{f}}, {high:{f}}]"
+
+
 __all__ = [
     "Interval",
+    "format_interval",
     "bootstrap_mean",
     "paired_difference",
     "steering_range",

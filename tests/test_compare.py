@@ -75,6 +75,7 @@ def test_operating_point_is_the_largest_range_within_budget():
 
 def test_multiplier_is_chosen_on_one_half_and_reported_on_the_other():
     choose, report = split_questions(40)
+
     # on the choosing half +-1 moves most; on the reporting half +-3 would
     def effect(m, q):
         return (0.2 * np.sign(m) if abs(m) == 1 else 0.05 * m) if q in choose else 0.1 * m
@@ -107,9 +108,7 @@ def test_verdict_is_withheld_for_a_weak_judge_and_without_operating_point():
     v = compare_points(items, points, [("a", "b")], judged={"d": False})
     assert v["verdict"].tolist() == ["not judged"]
     points.loc[points.method == "b", "multiplier"] = math.nan
-    assert compare_points(items, points, [("a", "b")])["verdict"].tolist() == [
-        "no operating point"
-    ]
+    assert compare_points(items, points, [("a", "b")])["verdict"].tolist() == ["no operating point"]
 
 
 def test_choose_layers():
@@ -142,8 +141,12 @@ def test_compare_methods_tables(comparison):
     assert set(c.layers["method"]) == {"bipo", "caa"}
     lay = dict(zip(c.layers["method"], c.layers["layer"], strict=True))
     got = c.operating_points.set_index("method")["layer"].to_dict()
-    assert got == {"bipo": lay["bipo"], "caa": lay["caa"], "prompt": -1,
-                   "caa@bipo": lay["bipo"]}  # equal norm sits at its reference's layer
+    assert got == {
+        "bipo": lay["bipo"],
+        "caa": lay["caa"],
+        "prompt": -1,
+        "caa@bipo": lay["bipo"],
+    }  # equal norm sits at its reference's layer
     norms = c.costs.groupby("method")["norm"].first()
     assert norms["caa@bipo"] == pytest.approx(norms["bipo"], rel=1e-5)
     assert len(c.verdicts) == 2 and len(c.equal_norm) == 1
