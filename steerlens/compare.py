@@ -47,6 +47,7 @@ import pandas as pd
 
 from steerlens.bipo import BiPOConfig
 from steerlens.errors import ConfigError
+from steerlens.evaluate import DEFAULT_MULTIPLIERS
 from steerlens.grid import PROMPT_LAYER, Behaviour, Method, summarize, sweep_grid
 from steerlens.intervals import N_BOOT, SEED, format_interval, paired_difference
 from steerlens.openended import distinct_n
@@ -61,13 +62,16 @@ class CoherenceBudget:
 
     Attributes:
         perplexity: the answers' perplexity under the unsteered model may be at most this
-            times the unsteered answers' (1.25: within 25%). Perplexity catches broken
-            grammar and off-distribution text; on SmolLM2 the prompting baseline, fluent by
-            construction, moves it by under 10% on every behaviour, and the CAA vectors that
-            loop at -2 raise it by 40-60% (``docs/results.md``), so 25% separates the two.
-        distinct2: the share of distinct word bigrams may fall to this fraction of the
-            unsteered share and no lower (0.8). A looping answer has a *low* perplexity and
-            passes the first test; repetition is what distinct-2 sees (Li et al., 2016).
+            times the unsteered answers' (1.25: within 25%). Perplexity catches broken grammar
+            and off-distribution text. On SmolLM2 (``docs/results.md``) the prompting
+            baseline, which changes what is said but not how fluently, stays at 0.96-1.01x on
+            all seven behaviours, while CAA at +-2 on power-seeking reaches 1.52-1.56x and
+            full-data BiPO at +-2 1.4-3.8x: 25% sits well between the two.
+        distinct2: the share of distinct word bigrams over a multiplier's answers may fall to
+            this fraction of the unsteered answers' and no lower (0.8). A repeating answer has
+            a *low* perplexity and passes the first test; repetition is what distinct-2 sees
+            (Li et al., 2016). The prompting baseline's answers keep 0.74-0.98x of it, so 0.8
+            sits at the low end of what rewording alone does.
 
     Examples:
         >>> CoherenceBudget().allows(ppl=3.0, ppl0=2.5, d2=0.85, d20=0.9)
@@ -337,13 +341,13 @@ def _layer_of(m: Method, by_name: Mapping[str, Method], by_kind: Mapping[str, in
 
 def compare_methods(
     model: Any,
-    behaviours: Mapping[str, Behaviour] | Sequence[Behaviour],
+    datasets: Mapping[str, Behaviour] | Sequence[Behaviour],
     *,
     methods: Sequence[str | Method] | Mapping[str, Sequence[str | Method]],
     layers: Sequence[int],
     layer_methods: Sequence[str | Method] | Mapping[str, Sequence[str | Method]] | None = None,
     layer_multiplier: float = 1.0,
-    multipliers: Sequence[float] = (-3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3),
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
     pairs: Sequence[tuple[str, str]] = (("bipo", "caa"),),
     equal_norm: tuple[float, Sequence[tuple[str, str]]] | None = None,
     budget: CoherenceBudget = CoherenceBudget(),
@@ -359,8 +363,8 @@ def compare_methods(
     """Compare steering methods on behaviours, conclusively (see the module docstring).
 
     Args:
-        behaviours: :class:`~steerlens.grid.Behaviour` values (training pairs, held-out pairs
-            for the layer sweep, questions, judge).
+        datasets: :class:`~steerlens.grid.Behaviour` values (training pairs, held-out pairs
+            for the layer sweep, questions, judge), as a list or ``{name: Behaviour}``.
         methods: the methods compared (names or :class:`~steerlens.grid.Method` recipes; a
             method's layer is the one chosen for the ``layer_methods`` entry of its kind), or
             ``{behaviour name: methods}`` when behaviours differ.
@@ -368,7 +372,8 @@ def compare_methods(
         layer_methods: the recipes swept over ``layers`` by held-out margin (default: each
             kind of ``methods`` by its name, with ``config``); or one list per behaviour.
         layer_multiplier: the sweep ranks layers by margin at ``+m`` minus ``-m``.
-        multipliers: each method's grid for the operating point (0 included).
+        multipliers: each method's grid for the operating point (0 included; the page uses
+            -3..3: a wider grid finds each method's own operating point).
         pairs: ``(a, b)`` method names compared at their operating points.
         equal_norm: ``(multiplier, pairs)``: also compare these pairs at that one multiplier.
         budget: the coherence budget (:class:`CoherenceBudget`).
@@ -391,8 +396,7 @@ def compare_methods(
         >>> c.operating_points["method"].tolist(), len(c.tradeoff), len(c.verdicts)
         (['caa', 'prompt'], 6, 1)
     """
-    if not isinstance(behaviours, Mapping):
-        behaviours = {b.name: b for b in behaviours}
+    behaviours = dict(datasets) if isinstance(datasets, Mapping) else {b.name: b for b in datasets}
     if 0 not in [float(x) for x in multipliers]:
         raise ConfigError("multipliers must include 0 (the unsteered answers set the budget)")
 

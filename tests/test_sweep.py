@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 
 import steerlens as sl
-from steerlens import sweep as sweep_mod
 from steerlens.errors import ConfigError
 
 
@@ -44,9 +43,13 @@ def test_sweep_bipo_free_text_uses_margin(tiny):
 
 
 def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
+    """sweep_layers runs on sweep_grid's cell cache: an interrupted sweep keeps its finished
+    layers, and a rerun builds only the missing ones."""
+    from steerlens import grid
+
     train, ev = data
     calls = []
-    real = sweep_mod.train_vector
+    real = grid.caa_vector
 
     def spy(model, pairs, **kw):
         calls.append(kw["layers"])
@@ -54,12 +57,13 @@ def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(model, pairs, **kw)
 
-    monkeypatch.setattr(sweep_mod, "train_vector", spy)
+    monkeypatch.setattr(grid, "caa_vector", spy)
     with pytest.raises(KeyboardInterrupt):
         sl.sweep_layers(
             tiny, train, ev, layers=[1, 2], method="caa", cache_dir=tmp_path, progress=False
         )
-    assert len(list(tmp_path.glob("caa_L1_*.json"))) == 1 and not list(tmp_path.glob("caa_L2_*"))
+    done = [p.parent.name for p in tmp_path.glob("*/train.json")]
+    assert len(done) == 1 and "__caa__L1__" in done[0]
     df = sl.sweep_layers(
         tiny, train, ev, layers=[1, 2], method="caa", cache_dir=tmp_path, progress=False
     )
@@ -78,6 +82,7 @@ def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
         progress=False,
     )
     assert other["multiplier"].tolist() == [2.0]
+    assert calls == [1, 2, 2]  # the vector is reused; only the new multiplier is scored
     assert sl.active_hooks(tiny) == []
 
 
