@@ -48,8 +48,8 @@ def behaviour(d: Path, name: str, n_questions: int, n_held: int, judge: bool) ->
 
 def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list[sl.Method]]:
     """(compared methods, most important first; layer-sweep recipes). ``n``: most pairs."""
-    small = sl.BiPOConfig(epochs=2 if quick else 4, **FULL)
-    bipo_q = sl.Method("bipo-quick", "bipo", config=small, n_pairs=min(n, 32 if quick else 64))
+    n = 32 if quick else n  # quick: CAA and PCA from bipo-quick's pairs
+    bipo_q = sl.Method("bipo-quick", "bipo", config=sl.BiPOConfig(epochs=2 if quick else 4, **FULL), n_pairs=min(n, 64))
     caa, pca = sl.Method("caa", n_pairs=n), sl.Method("pca", n_pairs=n)
     if quick:
         eq = sl.Method("caa@bipo-quick", "caa", n_pairs=n, norm_of="bipo-quick")

@@ -317,13 +317,15 @@ def build_vector(
     cfg = method.effective_config(config)
     if cfg is not None:
         cfg = dataclasses.replace(cfg, seed=seed, progress=False)
-    resume = {"checkpoint": checkpoint, "resume": checkpoint is not None}
+    resume = checkpoint is not None
     if method.label_kind == "bipo":
         assert cfg is not None
-        vector = train_bipo(model, list(pairs), layers=layer, config=cfg, **resume)
+        vector = train_bipo(model, list(pairs), layers=layer, config=cfg, checkpoint=checkpoint,
+                            resume=resume)  # fmt: skip
     elif method.label_kind == "reps":
         assert isinstance(cfg, RePSConfig)
-        vector = train_reps(model, list(pairs), layers=layer, config=cfg, **resume)
+        vector = train_reps(model, list(pairs), layers=layer, config=cfg, checkpoint=checkpoint,
+                            resume=resume)  # fmt: skip
     elif method.kind == "caa":
         vector = caa_vector(model, list(pairs), layers=layer, progress=False)
     elif method.kind == "pca":
