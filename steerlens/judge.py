@@ -178,7 +178,7 @@ def question_stem(question: str) -> str:
     text when fit on A/B items and when scoring free answers.
 
     Examples:
-        >>> question_stem("Do it?\n\nChoices:\n (A) Yes.\n (B) No.")
+        >>> question_stem("Do it?\\n\\nChoices:\\n (A) Yes.\\n (B) No.")
         'Do it?'
     """
     keep = [ln for ln in question.splitlines() if not _CHOICE.match(ln)]
@@ -194,7 +194,7 @@ def in_context(question: str, answer: str) -> str:
 
 def judged_texts(judge: Any, items: Any) -> list[str]:
     """What ``judge`` reads for each row of a per-answer table (``prompt`` and ``text``
-    columns): the answer alone, or ``question + "\n" + answer`` for a judge with
+    columns): the answer alone, or ``question + "\\n" + answer`` for a judge with
     ``context=True``.
 
     Examples:
@@ -202,7 +202,7 @@ def judged_texts(judge: Any, items: Any) -> list[str]:
         >>> items = pd.DataFrame({"prompt": ["Q?"], "text": ["A."]})
         >>> judged_texts(lambda ts: ts, items), judged_texts(BehaviourJudge(None, None, 1, 1, 1,
         ...                                                   context=True), items)
-        (['A.'], ['Q?\nA.'])
+        (['A.'], ['Q?\\nA.'])
     """
     texts = [str(t) for t in items["text"]]
     if getattr(judge, "context", False):

@@ -169,7 +169,7 @@ def open_ended_score(
         judge: a :class:`~steerlens.judge.BehaviourJudge` or any callable
             ``texts -> scores`` (an LLM judge, say); None leaves the ``behaviour`` column
             out (answers and coherence only, judged later: what the experiment engine
-            caches). A judge with ``context=True`` scores ``question + "\n" + answer``.
+            caches). A judge with ``context=True`` scores ``question + "\\n" + answer``.
         positions: ``"all"`` (BiPO's protocol) or ``"after_prompt"`` (CAA's); recorded in
             the ``positions`` column.
         sampling: greedy by default; :class:`~steerlens.evaluate.Sampling` for temperature,
