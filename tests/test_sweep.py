@@ -82,7 +82,7 @@ def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
         progress=False,
     )
     assert other["multiplier"].tolist() == [2.0]
-    assert calls == [1, 2, 2]  # the vector is reused; only the new multiplier is scored
+    assert calls == [1, 2, 2, 1, 2]  # `full` (no cache) built two; `other` reused layer 1
     assert sl.active_hooks(tiny) == []
 
 

@@ -7,7 +7,7 @@ import torch
 
 import steerlens as sl
 from steerlens import bipo as bipo_mod
-from steerlens import sweep as sweep_mod
+from steerlens import grid as grid_mod
 from steerlens.logprobs import encode_prompt
 
 H = "blocks.1.hook_resid_post"
@@ -68,7 +68,7 @@ def test_exception_inside_sweep(tiny, monkeypatch):
     def bad_score(*a, **k):
         raise RuntimeError("scoring failed")
 
-    monkeypatch.setattr(sweep_mod, "ab_score", bad_score)
+    monkeypatch.setattr(grid_mod, "ab_score", bad_score)  # the engine under sweep_layers
     with pytest.raises(RuntimeError, match="scoring failed"):
         sl.sweep_layers(tiny, items[:4], items[4:], layers=[1], method="caa", progress=False)
     assert _clean(tiny)
