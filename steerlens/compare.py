@@ -379,7 +379,8 @@ def compare_methods(
         budget: the coherence budget (:class:`CoherenceBudget`).
         min_judge_accuracy: a judge below this held-out accuracy marks its behaviour "not
             judged".
-        folder, executor: :func:`~steerlens.grid.sweep_grid`'s cache and executor.
+        folder: :func:`~steerlens.grid.sweep_grid`'s cell cache.
+        executor: :func:`~steerlens.grid.sweep_grid`'s executor (None: in-process).
 
     Returns:
         A :class:`Comparison`.
