@@ -50,7 +50,7 @@ from steerlens.errors import ConfigError
 from steerlens.evaluate import DEFAULT_MULTIPLIERS
 from steerlens.grid import PROMPT_LAYER, Behaviour, Method, summarize, sweep_grid
 from steerlens.intervals import N_BOOT, SEED, format_interval, paired_difference
-from steerlens.openended import distinct_n
+from steerlens.openended import coherence
 
 CELL = ["dataset", "method", "layer", "seed"]
 
@@ -101,12 +101,6 @@ def split_questions(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
 
 
-def _coherence(grp: pd.DataFrame) -> tuple[float, float]:
-    tokens = float(grp["tokens"].sum())
-    ppl = math.exp(float(grp["nll"].sum()) / tokens) if tokens else math.nan
-    return ppl, distinct_n(grp["text"].astype(str).tolist())
-
-
 def _ranges(grp: pd.DataFrame, m: float) -> pd.Series:
     """Per question: behaviour at +m minus at -m (means over samples)."""
     hi = grp[grp["multiplier"] == m].groupby("item")["behaviour"].mean()
@@ -146,11 +140,11 @@ def operating_points(
         row: dict[str, Any] = dict(zip(CELL, key, strict=True))
         ok: list[tuple[float, float]] = []
         a = halves["choose"]
-        ppl0, d20 = _coherence(a[a["multiplier"] == 0])
+        ppl0, d20 = coherence(a[a["multiplier"] == 0])
         for m in mults:
             fine = all(
                 budget.allows(ppl=p, ppl0=ppl0, d2=d, d20=d20)
-                for p, d in (_coherence(a[a["multiplier"] == s * m]) for s in (1, -1))
+                for p, d in (coherence(a[a["multiplier"] == s * m]) for s in (1, -1))
             )
             if fine:
                 ok.append((float(_ranges(a, m).mean()), m))
@@ -167,8 +161,8 @@ def operating_points(
         b = halves["report"]
         r = _ranges(b, m)
         iv = paired_difference(r.to_numpy(), np.zeros(len(r)), seed=seed)
-        p0, d0 = _coherence(b[b["multiplier"] == 0])
-        coh = [_coherence(b[b["multiplier"] == s * m]) for s in (1, -1)]
+        p0, d0 = coherence(b[b["multiplier"] == 0])
+        coh = [coherence(b[b["multiplier"] == s * m]) for s in (1, -1)]
         row.update(multiplier=m, choose_range=best_range, range=iv.estimate, low=iv.low,
                    high=iv.high, ppl_ratio=max(p for p, _ in coh) / p0,
                    distinct2_ratio=min(d for _, d in coh) / d0, n_report=len(r))  # fmt: skip

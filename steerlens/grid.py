@@ -75,7 +75,7 @@ from steerlens.judge import judge_scores, judged_texts
 from steerlens.models import ModelSpec, model_spec
 from steerlens.openended import (
     BEHAVIOUR_PROMPTS,
-    distinct_n,
+    coherence,
     open_ended_score,
     prompting_score,
 )
@@ -712,9 +712,7 @@ def summarize(items: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
         elif metric == "ab":
             row["matching_likelier"] = float((values > 0.5).mean())
         else:
-            tokens = float(grp["tokens"].sum())
-            row["perplexity"] = math.exp(float(grp["nll"].sum()) / tokens) if tokens else math.nan
-            row["distinct2"] = distinct_n(grp["text"].astype(str).tolist())
+            row["perplexity"], row["distinct2"] = coherence(grp)
     return pd.DataFrame.from_records(list(rows.values()))
 
 
@@ -733,8 +731,7 @@ def find_cells(root: str | os.PathLike[str], key: str) -> list[Path]:
         >>> find_cells(tempfile.mkdtemp(), "power__caa")
         []
     """
-    found = [p for p in Path(root).glob(f"{key}*") if (p / "train.json").exists() or any(
-        p.glob("*.json"))]  # fmt: skip
+    found = [p for p in Path(root).glob(f"{key}*") if any(p.glob("*.json"))]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 

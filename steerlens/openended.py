@@ -236,6 +236,21 @@ def open_ended_score(
     return items if per_item else summarize_open_ended(items)
 
 
+def coherence(answers: pd.DataFrame) -> tuple[float, float]:
+    """``(perplexity, distinct2)`` of a group of answers (``nll``, ``tokens``, ``text``
+    columns): token-weighted ``exp(sum nll / sum tokens)`` (NaN without tokens) and the share
+    of distinct word bigrams of all the answers together.
+
+    Examples:
+        >>> answers = pd.DataFrame({"text": ["a b", "a b c"], "nll": [2.0, 4.0], "tokens": [2, 4]})
+        >>> tuple(round(x, 3) for x in coherence(answers))
+        (2.718, 0.667)
+    """
+    tokens = float(answers["tokens"].sum())
+    ppl = math.exp(float(answers["nll"].sum()) / tokens) if tokens else math.nan
+    return ppl, distinct_n(answers["text"].astype(str).tolist())
+
+
 def summarize_open_ended(items: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, multiplier, positions) from a ``per_item=True`` table.
 
@@ -254,14 +269,14 @@ def summarize_open_ended(items: pd.DataFrame) -> pd.DataFrame:
     rows = []
     keys = ["method", "multiplier", "positions"]
     for (method, m, pos), grp in items.groupby(keys, sort=False):
-        tokens = int(grp["tokens"].sum())
+        ppl, d2 = coherence(grp)
         rows.append(
             {
                 "method": method,
                 "multiplier": float(m),
                 "behaviour": float(grp["behaviour"].mean()) if "behaviour" in grp else math.nan,
-                "perplexity": math.exp(float(grp["nll"].sum()) / tokens) if tokens else math.nan,
-                "distinct2": distinct_n(grp["text"].tolist()),
+                "perplexity": ppl,
+                "distinct2": d2,
                 "n": len(grp),
                 "positions": pos,
             }
@@ -331,6 +346,7 @@ def prompting_score(
 
 __all__ = [
     "BEHAVIOUR_PROMPTS",
+    "coherence",
     "distinct_n",
     "generation_nll",
     "open_ended_score",
