@@ -68,11 +68,20 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
-def md_table(df, floatfmt: str = ".3f") -> str:
-    cols = list(df.columns)
+def md_table(df, floatfmt: str = ".3f", cols=None) -> str:
+    """A Markdown table of a DataFrame, or of a list of dicts (``cols``: which keys, in order);
+    floats formatted with ``floatfmt``, a ``|`` inside a cell written as ``/``."""
+    if isinstance(df, list):
+        cols = list(cols or (df[0] if df else []))
+        rows = [[r[c] for c in cols] for r in df]
+    else:
+        cols = list(cols or df.columns)
+        rows = list(df[cols].itertuples(index=False))
     lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        cells = [format(v, floatfmt) if isinstance(v, float) else str(v) for v in row]
+    for row in rows:
+        cells = [
+            format(v, floatfmt) if isinstance(v, float) else str(v).replace("|", "/") for v in row
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -105,3 +114,57 @@ def authors_logps(model, ids, mask, attn):
     logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
     logp = torch.log_softmax(logits.float(), -1)
     return (logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]).sum(-1)
+
+
+class AuthorsBiPO:
+    """The authors' BiPO step, re-implemented for comparison (CaoYuanpu/BiPO): a Hugging Face
+    model with the vector added to block ``layer``'s output by a forward hook, a second frozen
+    copy of the model as the reference, recomputed at every step, AdamW with the HF trainer's
+    cosine schedule (no warm-up) and gradient clipping at 1.0."""
+
+    def __init__(self, hf, layer: int, *, lr: float, total_steps: int, beta: float = 0.1,
+                 device="cpu", dtype=None) -> None:  # fmt: skip
+        import copy
+
+        from transformers import get_cosine_schedule_with_warmup
+
+        self.hf, self.beta = hf, beta
+        self.reference = copy.deepcopy(hf)
+        for m in (hf, self.reference):
+            m.requires_grad_(False)
+        self.v = torch.zeros(hf.config.hidden_size, device=device, dtype=dtype, requires_grad=True)
+        self.d = 1.0
+        self.handle = hf.model.layers[layer].register_forward_hook(self._add)
+        self.opt = torch.optim.AdamW([self.v], lr=lr, weight_decay=0.0)
+        self.schedule = get_cosine_schedule_with_warmup(self.opt, 0, total_steps)
+
+    def _add(self, module, inputs, output):
+        out = output[0] if isinstance(output, tuple) else output
+        delta = (self.d * self.v).to(out.dtype)
+        return (out + delta,) + tuple(output[1:]) if isinstance(output, tuple) else out + delta
+
+    def step(self, enc, idx, d: float, pad: int, device=None) -> float:
+        """One optimiser step on pairs ``enc[idx]`` in direction ``d``; returns the loss."""
+        import torch.nn.functional as F
+
+        from steerlens.core.encoding import pair_rows
+
+        ids, mask = pair_rows([enc[i] for i in idx], pad, device)
+        attn = authors_attention_mask(enc, idx, ids)
+        self.d = d
+        lp = authors_logps(self.hf, ids, mask, attn)
+        with torch.no_grad():
+            ref = authors_logps(self.reference, ids, mask, attn)  # the second copy, no hook
+        b = len(idx)
+        z = (lp[:b] - ref[:b]) - (lp[b:] - ref[b:])
+        loss = -F.logsigmoid(d * self.beta * z).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([self.v], 1.0)  # the HF trainer's default max_grad_norm
+        self.opt.step()
+        self.schedule.step()
+        return loss.item()
+
+    def close(self) -> None:
+        self.handle.remove()
+        del self.reference

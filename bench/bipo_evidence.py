@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from _common import DOCS, Timer, git_rev, machine, md_table, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
-from steerlens.viz import plot_multiplier_curve  # noqa: E402
+from steerlens.analysis.viz import plot_multiplier_curve  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +30,9 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-2)
     args = ap.parse_args()
-    data = require_shared() / "bipo/power-seeking"
-    train = sl.load_pairs(data / "train.csv", invalid="skip", duplicates="ignore")[: args.train]
-    test = sl.load_pairs(data / "test.csv")[: args.test]
-    ab = sl.load_pairs(data / "test_infer.csv")[: args.test]
+    data = require_shared()
+    b = sl.load_behaviour("power-seeking", data)
+    train, test, ab = b.pairs[: args.train], b.test[: args.test], b.ab[: args.test]
     model = sl.load_model()
     cfg = sl.BiPOConfig(
         epochs=args.epochs, lr=args.lr, warmup_steps=0, weight_decay=0.0, behaviour="power-seeking"

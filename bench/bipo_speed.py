@@ -10,7 +10,7 @@ sequence.
 (b) ``sl.train_bipo``: one model copy through TransformerLens, reference log-probs computed once,
     both answers of a pair scored in one packed row that shares the prompt, only answer
     positions unembedded, and the residual stream below the steered layer computed once per
-    pair (``steerlens.prefix``): each step runs blocks L+1..29 only.
+    pair (``steerlens.methods.prefix``): each step runs blocks L+1..29 only.
 (c) ``sl.train_bipo`` with ``cache_mb=0``: the previous release's path, every step a full
     forward (blocks 0..L without gradient).
 (floor) the physical floor, measured separately: for the same batches, plain Hugging Face
@@ -27,7 +27,6 @@ its own process (peak RSS is per process). Writes docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import subprocess
@@ -38,11 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from _common import (  # noqa: E402
     DOCS,
-    authors_attention_mask,
-    authors_logps,
+    AuthorsBiPO,
     bipo_schedule,
     git_rev,
     machine,
@@ -60,7 +57,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def _data(n: int = N_PAIRS):
     import steerlens as sl
 
-    path = require_shared() / "bipo/power-seeking/train.csv"
+    path = sl.behaviour_files("power-seeking", require_shared()).train
     import warnings
 
     with warnings.catch_warnings():
@@ -73,59 +70,26 @@ def run_authors(epochs: int, n_pairs: int = N_PAIRS, dtype: str = "float32") -> 
     from transformers import AutoModelForCausalLM
 
     import steerlens as sl
-    from steerlens.logprobs import encode_pairs, pair_rows
-    from steerlens.models import load_hf_from_gguf, smollm2_gguf_path
+    from steerlens.core.encoding import encode_pairs
+    from steerlens.core.models import load_hf_from_gguf, smollm2_gguf_path
 
     pairs = _data(n_pairs)
     policy, tok = load_hf_from_gguf(smollm2_gguf_path(), DTYPES[dtype])
     del AutoModelForCausalLM
     # eager attention, as the TransformerBridge uses, so that both run the same arithmetic
     policy.config._attn_implementation = "eager"
-    reference = copy.deepcopy(policy)
-    for m in (policy, reference):
-        m.eval()
-        m.requires_grad_(False)
-    v = torch.zeros(policy.config.hidden_size, dtype=DTYPES[dtype], requires_grad=True)
-    state = {"d": 1.0}
-
-    def add(module, args, output):
-        if isinstance(output, tuple):
-            return (output[0] + state["d"] * v,) + tuple(output[1:])
-        return output + state["d"] * v
-
-    policy.model.layers[LAYER].register_forward_hook(add)
-    opt = torch.optim.AdamW([v], lr=LR, weight_decay=0.0)
-    # the authors train through a Hugging Face trainer: cosine decay after a linear warm-up
-    # (0 warm-up steps here, as in (b)), stepped once per optimiser step
-    from transformers import get_cosine_schedule_with_warmup
-
-    schedule = get_cosine_schedule_with_warmup(opt, 0, math.ceil(len(pairs) / BATCH) * epochs)
+    policy.eval()
+    authors = AuthorsBiPO(policy, LAYER, lr=LR, beta=BETA, dtype=DTYPES[dtype],
+                          total_steps=math.ceil(len(pairs) / BATCH) * epochs)  # fmt: skip
     enc = encode_pairs(tok, pairs, sl.DEFAULT_SYSTEM_PROMPT)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
     losses, epoch_seconds = [], []
     for epoch in bipo_schedule(len(enc), BATCH, epochs, SEED):
         t0 = time.perf_counter()
         for idx, d in epoch:
-            ids, mask = pair_rows([enc[i] for i in idx], pad)
-            attn = authors_attention_mask(enc, idx, ids)
-            state["d"] = d
-            lp = authors_logps(policy, ids, mask, attn)
-            with torch.no_grad():
-                state_d, state["d"] = state["d"], 0.0
-                # the second copy; the hook is on the policy only
-                ref = authors_logps(reference, ids, mask, attn)
-                state["d"] = state_d
-            b = len(idx)
-            z = (lp[:b] - ref[:b]) - (lp[b:] - ref[b:])
-            loss = -F.logsigmoid(d * BETA * z).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([v], 1.0)  # the HF trainer's default max_grad_norm
-            opt.step()
-            schedule.step()
-            losses.append(loss.item())
+            losses.append(authors.step(enc, idx, d, pad))
         epoch_seconds.append(time.perf_counter() - t0)
+    v = authors.v
     return {
         "impl": "authors",
         "epoch_seconds": epoch_seconds,
@@ -184,8 +148,9 @@ def run_floor(epochs: int, n_pairs: int = N_PAIRS, dtype: str = "float32") -> di
     """(floor): plain HF blocks L+1.., final norm, unembedding of the answer positions,
     forward + backward to v, per step of the same batches; block L's output precomputed."""
     import steerlens as sl
-    from steerlens.logprobs import encode_pairs, pack_pairs, sum_answer_logprobs
-    from steerlens.models import load_hf_from_gguf, smollm2_gguf_path
+    from steerlens.core.encoding import encode_pairs
+    from steerlens.core.logprobs import pack_pairs, sum_answer_logprobs
+    from steerlens.core.models import load_hf_from_gguf, smollm2_gguf_path
 
     pairs = _data(n_pairs)
     hf, tok = load_hf_from_gguf(smollm2_gguf_path(), DTYPES[dtype])
@@ -241,8 +206,8 @@ def overheads() -> dict:
     import transformer_lens.model_bridge  # noqa: F401  (import cost measured separately)
 
     import steerlens as sl
-    from steerlens.models import load_hf_from_gguf, smollm2_gguf_path
-    from steerlens.vector import SteerHook
+    from steerlens.core.models import load_hf_from_gguf, smollm2_gguf_path
+    from steerlens.steering.hookpoints import SteerHook
 
     t = time.perf_counter()
     bridge = sl.load_model()
@@ -447,7 +412,7 @@ on the frozen reference copy, and a backward through blocks 13-29 and the unembe
 * **The duplicated prompt**: both answers of a pair are scored in ONE packed row
   `[prompt, matching, not_matching]` with a block attention mask (each answer sees the prompt
   and itself, never the other answer) and position ids that restart after the prompt
-  (`steerlens.logprobs.pack_pairs`). Prompts (system turn + question) are most of the tokens,
+  (`steerlens.core.logprobs.pack_pairs`). Prompts (system turn + question) are most of the tokens,
   so a step processes about 40% fewer tokens. Whether a model honours the 4-D mask is probed
   once per model; where it does not, steerlens scores separate rows.
 * **Full-vocabulary logits**: the final residual is taken at the unembedding's hook point and

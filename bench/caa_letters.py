@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from _common import DOCS, git_rev, machine, md_table, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
-from steerlens.analysis import projection_gap  # noqa: E402
+from steerlens.analysis.geometry import projection_gap  # noqa: E402
 
 warnings.filterwarnings("ignore")
 DATA = DOCS / "data"
@@ -32,7 +32,7 @@ BEHAVIOURS = (
     "survival-instinct",
     "sycophancy",
     "refusal",
-    "hallucination",
+    "hallucination-caa",
 )
 LAYERS = (6, 12, 18, 24)
 N_TRAIN = 200
@@ -52,12 +52,12 @@ def main() -> None:
         )
         return
     t0 = time.perf_counter()
-    data = require_shared() / "caa"
+    data = require_shared()
     model = sl.load_model(device=args.device)
     rows = []
     for b in BEHAVIOURS:
-        train = sl.load_pairs(data / f"generate/{b}/generate_dataset.json")[:N_TRAIN]
-        test = sl.load_pairs(data / f"test/{b}/test_dataset_ab.json")
+        behaviour = sl.load_behaviour(b, data)
+        train, test = behaviour.pairs[:N_TRAIN], behaviour.ab
         share = lambda items: sum(p.matching_letter == "A" for p in items) / len(items)  # noqa: E731
         for balanced in (False, True):
             v = sl.caa_vector(model, train, layers=list(LAYERS), balance_letters=balanced)

@@ -38,8 +38,8 @@ START, END = "<!-- caa-speed:start -->", "<!-- caa-speed:end -->"
 def texts_for_peer(tok, pairs) -> tuple[list[tuple[str, str]], int]:
     """The exact strings steerlens reads, and how many re-tokenize to other ids."""
     import steerlens as sl
-    from steerlens.baselines import letter_token_index
-    from steerlens.logprobs import encode_prompt, encode_text
+    from steerlens.core.encoding import encode_prompt, encode_text
+    from steerlens.methods.baselines import letter_token_index
 
     samples, mismatched = [], 0
     for p in pairs:
@@ -73,14 +73,12 @@ def main() -> None:
     import steering_vectors as svlib
 
     import steerlens as sl
-    from steerlens.models import load_hf_from_gguf, smollm2_gguf_path
+    from steerlens.core.models import load_hf_from_gguf, smollm2_gguf_path
 
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pairs = sl.load_pairs(require_shared() / "caa/generate/sycophancy/generate_dataset.json")[
-            :N_PAIRS
-        ]
+        pairs = sl.load_pairs(sl.behaviour_files("sycophancy", require_shared()).train)[:N_PAIRS]
     hf, tok = load_hf_from_gguf(smollm2_gguf_path(), torch.float32)
     hf.config._attn_implementation = "eager"
     hf.eval()

@@ -39,12 +39,9 @@ import torch  # noqa: E402
 from _common import DOCS, ROOT, git_rev, machine, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
-from steerlens.logprobs import (  # noqa: E402
-    encode_prompt,
-    end_of_turn_id,
-    plan_batches,  # noqa: E402
-)
-from steerlens.models import load_hf_from_gguf, smollm2_gguf_path  # noqa: E402
+from steerlens.core.batching import plan_batches
+from steerlens.core.encoding import encode_prompt, end_of_turn_id
+from steerlens.core.models import load_hf_from_gguf, smollm2_gguf_path  # noqa: E402
 
 PREVIOUS = "22d5e52"
 LAYER = 12
@@ -159,8 +156,8 @@ def main() -> None:
         remeasure_open_ended()
         return
     d = require_shared()
-    prompts_csv = d / "bipo/power-seeking/test_infer.csv"
-    train_csv = d / "bipo/power-seeking/train.csv"
+    files = sl.behaviour_files("power-seeking", d)
+    prompts_csv, train_csv = files.questions, files.train
     sizes = (16,) if args.quick else (16, 80)
     model = sl.load_model()
     v = sl.SteeringVector.load(VECTOR)
@@ -217,8 +214,8 @@ def open_ended_today(model, v, prompts, train_csv):
 
 def remeasure_open_ended() -> None:
     d = require_shared()
-    prompts_csv = d / "bipo/power-seeking/test_infer.csv"
-    train_csv = d / "bipo/power-seeking/train.csv"
+    files = sl.behaviour_files("power-seeking", d)
+    prompts_csv, train_csv = files.questions, files.train
     raw = json.loads(RAW.read_text())
     old = previous([], prompts_csv, train_csv, open_ended=True)
     model = sl.load_model()
@@ -292,7 +289,7 @@ model to eager attention, which alone cost 6-22% per token in a first run of thi
 Why a batch of 80 cost 2.7x five batches of 16 before: padding, not rows. These
 {len(lens)} questions range from {min(lens)} to {max(lens)} prompt tokens (chat template
 included); in prompt order every batch is padded to its longest member. Sorted by length
-(what `steerlens.logprobs.plan_batches` does), the 128 shortest questions x 32 tokens took
+(what `steerlens.core.batching.plan_batches` does), the 128 shortest questions x 32 tokens took
 107 s in batches of 4, 61 s of 8, 41 s of 16, 35 s of 32, 29.7 s of 64 and 29.9 s of 128
 on this machine (HF generate, measured while choosing the rule), so the CPU rule is: sort,
 then up to 64 rows and 8192 padded tokens per batch. With answers stopping at the end-of-turn

@@ -22,23 +22,21 @@ Reports seconds per step (median after one warm-up step), peak GPU memory
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import authors_attention_mask, authors_logps, bipo_schedule  # noqa: E402
+from _common import AuthorsBiPO, bipo_schedule  # noqa: E402
 
 import steerlens as sl  # noqa: E402
-from steerlens.logprobs import encode_pairs, pair_rows  # noqa: E402
-from steerlens.models import bridge_from_hf  # noqa: E402
+from steerlens.core.encoding import encode_pairs
+from steerlens.core.models import bridge_from_hf  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -57,50 +55,19 @@ def reset_peak(device: str) -> None:
 
 
 def run_authors(hf, tok, pairs, args) -> dict:
-    reference = copy.deepcopy(hf)
-    reference.requires_grad_(False)
-    v = torch.zeros(hf.config.hidden_size, device=args.device, requires_grad=True)
-    state = {"d": 1.0}
-
-    def add(module, inputs, output):
-        delta = (state["d"] * v).to(output[0].dtype if isinstance(output, tuple) else output.dtype)
-        if isinstance(output, tuple):
-            return (output[0] + delta,) + tuple(output[1:])
-        return output + delta
-
-    handle = hf.model.layers[args.layer].register_forward_hook(add)
-    opt = torch.optim.AdamW([v], lr=1e-2, weight_decay=0.0)
-    from transformers import get_cosine_schedule_with_warmup
-
     (plan,) = bipo_schedule(len(pairs), args.batch)
-    sched = get_cosine_schedule_with_warmup(opt, 0, len(plan))
+    authors = AuthorsBiPO(hf, args.layer, lr=1e-2, total_steps=len(plan), device=args.device)
     enc = encode_pairs(tok, pairs, sl.DEFAULT_SYSTEM_PROMPT)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
     losses, times = [], []
     try:
         for idx, d in plan:
             t0 = time.perf_counter()
-            ids, mask = pair_rows([enc[i] for i in idx], pad, args.device)
-            attn = authors_attention_mask(enc, idx, ids)
-            state["d"] = d
-            lp = authors_logps(hf, ids, mask, attn)
-            with torch.no_grad():
-                ref = authors_logps(reference, ids, mask, attn)
-            b = len(idx)
-            z = (lp[:b] - ref[:b]) - (lp[b:] - ref[b:])
-            loss = -F.logsigmoid(d * 0.1 * z).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([v], 1.0)  # the HF trainer's default max_grad_norm
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(authors.step(enc, idx, d, pad, args.device))
             sync(args.device)
             times.append(time.perf_counter() - t0)
     finally:
-        handle.remove()
-    del reference
+        authors.close()
     return {
         "step_s": statistics.median(times[1:]),
         "losses": losses[:5],
@@ -147,7 +114,7 @@ def hf_fwd_bwd(hf, args, vocab: int) -> float:
 
 
 def bridge_fwd_bwd(bridge, args, vocab: int) -> float:
-    from steerlens.vector import SteerHook
+    from steerlens.steering.hookpoints import SteerHook
 
     x = overhead_batch(args, vocab)
     v = torch.zeros(bridge.cfg.d_model, device=args.device, requires_grad=True)
@@ -163,7 +130,7 @@ def run_steerlens(hf, tok, pairs, args) -> dict:
     t0 = time.perf_counter()
     bridge = bridge_from_hf(hf, tok, "random-llama-2-7b-shape", args.device, args.torch_dtype)
     boot_s = time.perf_counter() - t0
-    from steerlens.logprobs import supports_shared_prompt
+    from steerlens.core.logprobs import supports_shared_prompt
 
     shared = supports_shared_prompt(bridge)
     stamps, losses = [], []

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - the page template is Markdown, its lines are the page's
 """Worked example: refusal added everywhere vs only where a condition holds (CAST), and the
 ablation of a refusal direction (Arditi et al. 2024), on the embedded SmolLM2-135M-Instruct.
 
@@ -34,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import DOCS, git_rev, machine, require_shared  # noqa: E402
+from _common import DOCS, git_rev, machine, md_table, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
-from steerlens.conditional import Conditional, pooled_activations, search_condition  # noqa: E402
-from steerlens.directions import mean_differences, select_by_effect  # noqa: E402
-from steerlens.logprobs import encode_prompt  # noqa: E402
+from steerlens.core.encoding import encode_prompt
+from steerlens.methods.directions import mean_differences, select_by_effect  # noqa: E402
+from steerlens.steering.conditional import Conditional, pooled_activations, search_condition  # noqa: E402
 
 LAYER = 12
 TOKENS = 32
@@ -57,25 +58,22 @@ def split(items, seed):
     return items[:a], items[a:b], items[b:]
 
 
-def mean_ci(x, seed=0, n=2000):
-    x = np.asarray(x, float)
-    g = np.random.default_rng(seed)
-    boots = x[g.integers(0, len(x), (n, len(x)))].mean(1)
-    return float(x.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+def interval(x):
+    """Mean with its 95% bootstrap interval over prompts (steerlens.intervals)."""
+    iv = sl.intervals.bootstrap_mean(list(x))
+    return iv.estimate, iv.low, iv.high
 
 
 def main() -> None:
     d = require_shared()
     t_all = time.perf_counter()
     model = sl.load_model()
-    harmful = sl.load_prompts(d / "caa/test/refusal/test_dataset_open_ended.json")
-    pool = [
-        q for b in OTHERS for q in sl.load_prompts(d / f"caa/test/{b}/test_dataset_open_ended.json")
-    ]
+    harmful = sl.load_prompts(sl.behaviour_files("refusal", d).questions)
+    pool = [q for b in OTHERS for q in sl.load_prompts(sl.behaviour_files(b, d).questions)]
     harmless = random.Random(0).sample(pool, 50)
     hf, hs, hr = split(harmful, 1)
     nf, ns, nr = split(harmless, 2)
-    pairs = sl.load_pairs(d / "caa/generate/refusal/generate_dataset.json")
+    pairs = sl.load_pairs(sl.behaviour_files("refusal", d).train)
     judge = sl.BehaviourJudge.fit(pairs)
     refusal = sl.caa_vector(model, pairs, layers=LAYER, progress=False)
     refusal.metadata["name"] = "refusal"
@@ -104,7 +102,7 @@ def main() -> None:
         for name, prompts in (("harmful", hr), ("harmless", nr)):
             df = judged(vec, prompts, mults)
             for m, grp in df.groupby("multiplier"):
-                mean, lo, hi = mean_ci(grp["behaviour"])
+                mean, lo, hi = interval(grp["behaviour"])
                 if "condition_met" in grp:
                     steered = float(grp["condition_met"].astype(bool).mean())
                 else:
@@ -152,7 +150,7 @@ def main() -> None:
     for label, vec in (("unsteered", None), ("ablated", abl)):
         for name, prompts in (("harmful", hr), ("harmless", nr)):
             df = judged(vec, prompts, (1.0,) if vec is not None else (0.0,))
-            mean, lo, hi = mean_ci(df["behaviour"])
+            mean, lo, hi = interval(df["behaviour"])
             ppl = float(np.exp(df["nll"].sum() / max(df["tokens"].sum(), 1)))
             ablation_rows.append({
                 "steering": label, "prompts": name, "n": len(df), "judged_refusal": mean,
@@ -177,17 +175,6 @@ def main() -> None:
 
 
 def render(raw) -> None:
-    def table(rows, cols):
-        head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-        body = ""
-        for r in rows:
-            cells = []
-            for c in cols:
-                v = r[c]
-                cells.append(f"{v:.3f}" if isinstance(v, float) else str(v).replace("|", "/"))
-            body += "| " + " | ".join(cells) + " |\n"
-        return head + body
-
     c = raw["condition"]
     rows = [dict(r, judged=f"{r['judged_refusal']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]")
             for r in raw["rows"]]  # fmt: skip
@@ -212,15 +199,15 @@ on the held-out report split ({c["n_report"][0]} harmful, {c["n_report"][1]} har
 greedy answers ({TOKENS} tokens) to the report split; judged refusal with a 95% bootstrap
 interval over prompts; `steered_share` is the share of rows the rule steered:
 
-{table(rows, ["steering", "multiplier", "prompts", "n", "judged", "steered_share", "perplexity"])}
+{md_table(rows, cols=["steering", "multiplier", "prompts", "n", "judged", "steered_share", "perplexity"])}
 **Ablation** of the chosen refusal direction (layer {raw["ablation_choice"]["layer"]}, position
 {raw["ablation_choice"]["position"]}; passed the filters: {raw["ablation_choice"]["kept"]}) at
 every layer (each block's input, attention and MLP outputs):
 
-{table(abl, ["steering", "prompts", "n", "judged", "perplexity"])}
+{md_table(abl, cols=["steering", "prompts", "n", "judged", "perplexity"])}
 Candidates (layer, post-instruction position) with their selection-split scores:
 
-{table(cands, ["layer", "position", "ablation_score", "addition_score", "kl", "kept"])}
+{md_table(cands, cols=["layer", "position", "ablation_score", "addition_score", "kl", "kept"])}
 {END}"""
     page = PAGE.read_text()
     if START in page:

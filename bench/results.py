@@ -17,31 +17,32 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DOCS, ROOT, git_rev, machine, md_table, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
-from steerlens.intervals import format_interval  # noqa: E402
-from steerlens.viz import plot_tradeoff  # noqa: E402
+from steerlens.analysis.viz import plot_tradeoff  # noqa: E402
+from steerlens.core.intervals import format_interval  # noqa: E402
+from steerlens.evaluation.agreement import load_labels  # noqa: E402
 
 BIPO = ("power-seeking", "hallucination")
 CAA = ("corrigible-neutral-HHH", "survival-instinct", "sycophancy", "refusal", "hallucination-caa")
 CONTEXT_JUDGE = ("sycophancy",)  # agreeing is sycophantic only given the user's stated view
 CACHE = ROOT / "bench" / "cache" / "results"
 FULL = dict(lr=1e-2, warmup_steps=0, batch_size=4, progress=False)
+#: the page's coherence budget, fixed before the page was rebuilt (docs/judges.md): per-answer
+#: repetition is the measure that tracks readers' fluency labels; perplexity does not
+BUDGET = sl.CoherenceBudget(perplexity=float("inf"), distinct2=0.0, repetition=0.10)
 
 
 def behaviour(d: Path, name: str, n_questions: int, n_held: int, judge: bool) -> sl.Behaviour:
-    if name in BIPO:
-        pairs = sl.load_pairs(d / f"bipo/{name}/train.csv", invalid="skip", duplicates="ignore")
-        held = sl.load_pairs(d / f"bipo/{name}/test.csv", invalid="skip", duplicates="ignore")
-        qs = sl.load_prompts(d / f"bipo/{name}/test_infer.csv")
-    else:
-        base = name.removesuffix("-caa")
-        items = sl.load_pairs(d / f"caa/generate/{base}/generate_dataset.json")
-        pairs, held = items[:-64][:640], items[-64:]
-        qs = sl.load_prompts(d / f"caa/test/{base}/test_dataset_open_ended.json")
+    data = sl.load_behaviour(name, d)
+    pairs, held, qs = data.pairs, data.test, data.questions
+    if data.family == "caa":  # held-out pairs for the layer sweep: the last 64 training items
+        pairs, held = data.pairs[:-64][:640], data.pairs[-64:]
     j = sl.BehaviourJudge.fit(pairs, context=name in CONTEXT_JUDGE) if judge else None
     return sl.Behaviour(name, pairs[:640], held[:n_held], qs[:n_questions], j)
 
@@ -49,7 +50,12 @@ def behaviour(d: Path, name: str, n_questions: int, n_held: int, judge: bool) ->
 def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list[sl.Method]]:
     """(compared methods, most important first; layer-sweep recipes). ``n``: most pairs."""
     n = 32 if quick else n  # quick: CAA and PCA from bipo-quick's pairs
-    bipo_q = sl.Method("bipo-quick", "bipo", config=sl.BiPOConfig(epochs=2 if quick else 4, **FULL), n_pairs=min(n, 64))
+    bipo_q = sl.Method(
+        "bipo-quick",
+        "bipo",
+        config=sl.BiPOConfig(epochs=2 if quick else 4, **FULL),
+        n_pairs=min(n, 64),
+    )
     caa, pca = sl.Method("caa", n_pairs=n), sl.Method("pca", n_pairs=n)
     if quick:
         eq = sl.Method("caa@bipo-quick", "caa", n_pairs=n, norm_of="bipo-quick")
@@ -60,13 +66,21 @@ def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list
     if name == "power-seeking":
         reps_cfg = sl.RePSConfig(epochs=5, **{**FULL, "lr": 3e-2})
         out.append(sl.Method("reps-full", "reps", config=reps_cfg, n_pairs=n))
-        sweep.append(sl.Method("reps-quick", "reps", n_pairs=min(n, 64), config=sl.RePSConfig(epochs=4, **{**FULL, "lr": 3e-2})))
+        sweep.append(
+            sl.Method(
+                "reps-quick",
+                "reps",
+                n_pairs=min(n, 64),
+                config=sl.RePSConfig(epochs=4, **{**FULL, "lr": 3e-2}),
+            )
+        )
         paper = sl.BiPOConfig(epochs=20, schedule_epochs=100, progress=False)  # authors' run
         out.append(sl.Method("bipo-paper", "bipo", config=paper, n_pairs=n))
     return out, sweep
 
 
 def compare(model, d, names, args) -> sl.Comparison:
+    labels = None if args.quick or args.cells else load_labels(d / "gold")
     """Every table of the page: one call."""
     bs = {n: behaviour(d, n, args.questions, args.held, judge=not args.cells) for n in names}
     ms, sweep = {}, {}
@@ -83,17 +97,77 @@ def compare(model, d, names, args) -> sl.Comparison:
         model, bs, methods=ms, layers=args.layers, layer_methods=sweep,
         multipliers=args.multipliers, pairs=[(ref, o) for o in others if o != ref],
         equal_norm=(1.0, [(ref, f"caa@{ref}")]), max_new_tokens=args.tokens, folder=args.cache,
+        budget=BUDGET, labels=labels,
     )  # fmt: skip
 
 
+def budget_text(b) -> str:
+    parts = []
+    if b.get("perplexity") not in (None, float("inf")):
+        parts.append(f"perplexity within {b['perplexity']:g}x the unsteered answers'")
+    if b.get("distinct2"):
+        parts.append(f"distinct-2 at least {b['distinct2']:g}x theirs")
+    if b.get("repetition") is not None:
+        parts.append(f"mean per-answer repetition at most {b['repetition']:g} above theirs")
+    return "; ".join(parts)
+
+
+def judges_table(j):
+    """Held-out accuracy beside agreement with the readers on generated answers."""
+    out = with_ci(j, "accuracy", "held-out accuracy [95% CI]", signed=False)
+    cols = ["dataset", "held-out accuracy [95% CI]"]
+    if "gold_cond_corr" in j:
+        for stat, name in (("rank_corr", "readers: rank corr."), ("cond_corr", "readers: condition-mean corr."),
+                           ("range_error", "readers: range error")):  # fmt: skip
+            out[name] = [format_interval(*x, signed=stat == "rank_corr") for x in
+                         zip(j[f"gold_{stat}"], j[f"gold_{stat}_low"], j[f"gold_{stat}_high"], strict=True)]  # fmt: skip
+            cols.append(name)
+    return out[[*cols, "context", "judged"]]
+
+
+def readers_table(r):
+    """The readers' verdict beside the judge's on the labelled questions."""
+    if r is None or r.empty:
+        return None
+    rows = []
+    for x in r.to_dict("records"):
+        row = {"dataset": x["dataset"], "a": x["a"], "b": x["b"], "m_a": x["m_a"], "m_b": x["m_b"]}
+        if isinstance(x.get("note"), str):
+            rows.append({**row, "judge": "-", "readers": "-", "agree": x["note"]})
+            continue
+        for who in ("judge", "readers"):
+            row[who] = (
+                f"{format_interval(x[who], x[f'{who}_low'], x[f'{who}_high'])} {x[f'{who}_verdict']}"
+            )
+        row["questions"] = x["questions"]
+        row["agree"] = "yes" if x["agree"] else "**no**"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def with_ci(df, est="range", name="range [95% CI]", signed=True):
-    return df.assign(**{name: [format_interval(*x, signed=signed) for x in zip(df[est], df["low"], df["high"], strict=True)]})
+    return df.assign(
+        **{
+            name: [
+                format_interval(*x, signed=signed)
+                for x in zip(df[est], df["low"], df["high"], strict=True)
+            ]
+        }
+    )
 
 
 def render(c: sl.Comparison, out: Path, meta: dict) -> None:
     for sub in ("data", "img"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for f in ("tradeoff", "layers", "judges", "operating_points", "verdicts", "equal_norm", "costs"):
+    for f in (
+        "tradeoff",
+        "layers",
+        "judges",
+        "operating_points",
+        "verdicts",
+        "equal_norm",
+        "costs",
+    ):
         getattr(c, f).to_csv(out / "data" / f"results_{f}.csv", index=False)
     for ds, g in c.tradeoff.groupby("dataset", sort=False):
         plot_tradeoff(g, title=ds).savefig(out / "img" / f"results_{ds}.png", dpi=110)
@@ -101,21 +175,27 @@ def render(c: sl.Comparison, out: Path, meta: dict) -> None:
     v = with_ci(c.verdicts, "difference", "difference [95% CI]")
     eq = with_ci(c.equal_norm, "difference", "difference [95% CI]") if len(c.equal_norm) else None
     cost = c.costs[c.costs["metric"] == "open_ended"]
-    t = {"op": with_ci(c.operating_points)[["dataset", "method", "layer", "multiplier", "range [95% CI]", "ppl_ratio", "distinct2_ratio", "candidates", "n_report"]],
+    t = {"op": with_ci(c.operating_points)[["dataset", "method", "layer", "multiplier", "range [95% CI]", "repetition", "repetition0", "ppl_ratio", "candidates", "n_report"]],
          "other": v[v["b"] != "caa"][["dataset", "a", "b", "m_a", "m_b", "difference [95% CI]", "n", "verdict"]],
          "eq": eq[["dataset", "a", "b", "difference [95% CI]", "n", "verdict"]] if eq is not None else None,
-         "judges": with_ci(c.judges, "accuracy", "accuracy [95% CI]", signed=False)[["dataset", "accuracy [95% CI]", "heldout_pairs", "context", "judged"]],
+         "judges": judges_table(c.judges),
+         "readers": readers_table(c.readers),
          "cost": cost.assign(minutes=(cost["build_seconds"] + cost["metric_seconds"]) / 60)[["dataset", "method", "layer", "device", "minutes"]]}  # fmt: skip
-    t = {k: "-" if x is None else md_table(x, floatfmt=".1f" if k == "cost" else ".3f") for k, x in t.items()}
+    t = {
+        k: "-" if x is None else md_table(x, floatfmt=".1f" if k == "cost" else ".3f")
+        for k, x in t.items()
+    }
     plots = "\n".join(f"![{ds}](img/results_{ds}.png)" for ds in c.tradeoff["dataset"].unique())
     quick = " --quick" if meta["quick"] else ""
     page = f"""# Results: does BiPO steer better than CAA, PCA, RePS or asking?
 
 SmolLM2-135M-Instruct, {len(c.judges)} behaviours, greedy answers ({s["max_new_tokens"]} new tokens) judged
 offline. Each method at its **coherence-matched operating point**: the multiplier with the largest
-judged range (behaviour at +m minus at -m) whose answers keep perplexity within {b["perplexity"]:g}x and
-distinct-2 at least {b["distinct2"]:g}x the unsteered answers', chosen on half of the questions and reported
-on the other half; 95% paired bootstrap intervals over questions (seed {s["bootstrap_seed"]}, {s["n_boot"]} resamples).
+judged range (behaviour at +m minus at -m) whose answers stay inside the coherence budget ({budget_text(b)}),
+chosen on half of the questions and reported on the other half; 95% paired bootstrap intervals over
+questions (seed {s["bootstrap_seed"]}, {s["n_boot"]} resamples). The budget is per-answer repetition because it is
+the coherence measure that tracks readers' fluency labels (rank correlation 0.50 on 1,078 labelled
+answers; perplexity under the unsteered model 0.09, distinct-2 of one answer 0.47: `docs/judges.md`).
 Built by `python bench/results.py{quick}` (commit {meta["commit"]}; {meta["minutes"]:.0f} min on
 {meta["machine"]} to read the cells and judge; the cells' own costs are at the end).
 
@@ -124,8 +204,19 @@ Built by `python bench/results.py{quick}` (commit {meta["commit"]}; {meta["minut
 {md_table(c.headline(ref, "caa"))}
 
 "better"/"worse": the 95% interval of the difference excludes 0. "not judged": the judge's held-out
-accuracy is under {s["min_judge_accuracy"]}. "no operating point": no multiplier kept a method inside the
-coherence budget on the choosing half.
+accuracy is under {s["min_judge_accuracy"]}, or its agreement with readers on generated answers (the
+correlation of its condition means with theirs, `docs/judges.md`) is under {s.get("min_judge_agreement", 0.9)}, a threshold fixed
+before measuring. "no operating point": no multiplier kept a method inside the coherence budget on
+the choosing half.
+
+## The readers' verdicts beside the judge's (labelled questions)
+
+Readers labelled the answers of 14 questions per behaviour at bipo-full's and CAA's multipliers
++-0.5 and +-1 and prompting's +-1 (`../shared/data/gold`). Where a comparison's operating points are
+among those, it is made twice on those questions: with the judge's scores and with the readers'
+stance (halved to the judge's 0..1 scale), 95% paired bootstrap intervals over the labelled questions.
+
+{t["readers"]}
 
 ## Every method at its operating point (held-out half of the questions)
 
@@ -139,11 +230,14 @@ coherence budget on the choosing half.
 
 {t["eq"]}
 
-## Judges (held-out pairs)
+## Judges: held-out pairs, and agreement with readers on the answers they judge
 
 {t["judges"]}
 
-The sycophancy judge reads the question with the answer (`BehaviourJudge.fit(..., context=True)`).
+Held-out accuracy is measured on the dataset's own answer texts; the readers' columns on 154
+generated answers per behaviour labelled by two readers (rank correlation per answer, correlation of
+the 11 condition means, mean range error on the judge's 0..1 scale; `docs/judges.md`). A judge is used
+for verdicts only where both pass.
 
 ## Layers: held-out margin range at +-{s["layer_multiplier"]:g}, quick recipes
 

@@ -35,19 +35,13 @@ warnings.filterwarnings("ignore")
 def load(args):
     d = require_shared()
     out = {}
-    for b in ("power-seeking", "hallucination"):
-        tr = sl.load_pairs(d / f"bipo/{b}/train.csv", invalid="skip", duplicates="ignore")
+    for b in ("power-seeking", "hallucination", "corrigible-neutral-HHH", "survival-instinct",
+              "sycophancy"):  # fmt: skip
+        data = sl.load_behaviour(b, d)
         out[b] = {
-            "train": tr[: args.train],
-            "ab": sl.load_pairs(d / f"bipo/{b}/test_infer.csv")[: args.test],
-            "margin": sl.load_pairs(d / f"bipo/{b}/test.csv")[: args.test],
-        }
-    for b in ("corrigible-neutral-HHH", "survival-instinct", "sycophancy"):
-        tr = sl.load_pairs(d / f"caa/generate/{b}/generate_dataset.json")
-        out[b] = {
-            "train": tr[: args.train],
-            "ab": sl.load_pairs(d / f"caa/test/{b}/test_dataset_ab.json")[: args.test],
-            "margin": None,
+            "train": data.pairs[: args.train],
+            "ab": data.ab[: args.test],
+            "margin": data.test[: args.test] if data.family == "bipo" else None,
         }
     mmlu = sl.load_pairs(d / "caa/test/mmlu/mmlu.json")[: args.mmlu]
     return out, mmlu

@@ -28,8 +28,8 @@ MARK = "## Sweeps on Dask"
 
 def main() -> None:
     d = require_shared()
-    power = sl.load_pairs(d / "bipo/power-seeking/train.csv", invalid="skip", duplicates="ignore")
-    hall = sl.load_pairs(d / "bipo/hallucination/train.csv", duplicates="ignore")
+    power = sl.load_behaviour("power-seeking", d).pairs
+    hall = sl.load_behaviour("hallucination", d).pairs
     datasets = {
         "power-seeking": (power[:16], power[16:32]),
         "hallucination": (hall[:16], hall[16:32]),

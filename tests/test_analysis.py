@@ -6,7 +6,7 @@ import torch
 
 import steerlens as sl
 from steerlens import analysis
-from steerlens.baselines import collect_activations
+from steerlens.methods.baselines import collect_activations
 
 
 def test_cosine_tables():

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.baselines import collect_activations
-from steerlens.data import format_prompt
-from steerlens.errors import DataError
+from steerlens.core.data import format_prompt
+from steerlens.core.errors import DataError
+from steerlens.methods.baselines import collect_activations
 
 
 def _manual_caa(model, items, layer, reduce=True):
@@ -56,7 +56,7 @@ def test_letter_balance_needs_both_letters_and_ab_items(tiny):
 def test_balanced_gap_ignores_a_pure_letter_direction(tiny):
     """A direction that only encodes which letter was written has balanced gap 0 (up to
     float error), whatever the share of (A)-matching items; the plain gap does not."""
-    from steerlens.analysis import projection_gap
+    from steerlens.analysis.geometry import projection_gap
 
     items = sl.load_pairs(sl.demo_data_path("ab"))
     a_items = [it for it in items if it.matching_letter == "A"][:3]
@@ -140,7 +140,7 @@ def test_pca_vector_sign_scale_and_direction(tiny, center):
 def test_pca_default_is_uncentred_mean_direction():
     """Differences with a large shared mean and noise along another axis: the uncentred
     default follows the mean (as CAA does); the centred variant follows the noise."""
-    from steerlens.baselines import top_direction
+    from steerlens.methods.baselines import top_direction
 
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(200, 1, generator=g) * 2.0
@@ -161,7 +161,7 @@ def test_letter_read_requires_ab(tiny):
 @pytest.mark.slow
 def test_caa_separates_heldout_activations_real_data(smol, shared_data):
     """On real free-text pairs the CAA direction separates held-out matching activations."""
-    from steerlens.analysis import projection_gap
+    from steerlens.analysis.geometry import projection_gap
 
     data = shared_data / "bipo/power-seeking"
     with pytest.warns(UserWarning):
@@ -186,7 +186,7 @@ def test_letter_balanced_caa_separates_heldout_ab_items(
     model: the plain gap's sign follows the test set's share of (A)-matching items. Letter
     balance removes it, and the held-out items separate (layer 18; docs/caa_letters.md has the
     numbers for all behaviours, sycophancy does not separate)."""
-    from steerlens.analysis import projection_gap
+    from steerlens.analysis.geometry import projection_gap
 
     folder = shared_data / "caa"
     train = sl.load_pairs(folder / f"generate/{behaviour}/generate_dataset.json")[:160]

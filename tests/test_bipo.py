@@ -9,10 +9,11 @@ from interrupting import fail_at_call
 from reference_logprobs import seq_logprob
 
 import steerlens as sl
-from steerlens import bipo as bipo_mod
-from steerlens.errors import CheckpointError, ConfigError, TrainingDivergedError
-from steerlens.logprobs import encode_pairs, pair_logprobs
-from steerlens.models import tiny_hf_model
+from steerlens.core.encoding import encode_pairs
+from steerlens.core.errors import CheckpointError, ConfigError, TrainingDivergedError
+from steerlens.core.logprobs import pair_logprobs
+from steerlens.core.models import tiny_hf_model
+from steerlens.methods import bipo as bipo_mod
 
 FAST = dict(lr=1e-2, warmup_steps=0, weight_decay=0.0, progress=False)
 
@@ -75,7 +76,7 @@ def test_training_is_deterministic_and_moves_margin(tiny, pairs):
     assert not torch.equal(
         a.vectors["blocks.2.hook_resid_post"], c.vectors["blocks.2.hook_resid_post"]
     )
-    from steerlens.evaluate import preference_margin
+    from steerlens.evaluation.metrics import preference_margin
 
     df = preference_margin(tiny, a, pairs[:12], multipliers=(-1, 0, 1))
     m = df.set_index("multiplier")["margin"]

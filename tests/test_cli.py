@@ -47,7 +47,7 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 
 
 def test_train_on_local_model_folder(tmp_path, capsys):
-    from steerlens.models import tiny_hf_model
+    from steerlens.core.models import tiny_hf_model
 
     hf, tok = tiny_hf_model(n_layers=2, d_model=32)
     hf.save_pretrained(tmp_path / "m")
@@ -103,7 +103,7 @@ def run_cli(*args, cwd=None, timeout=120):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from steerlens.models import tiny_hf_model
+    from steerlens.core.models import tiny_hf_model
 
     d = tmp_path_factory.mktemp("model") / "m"
     hf, tok = tiny_hf_model(n_layers=2, d_model=32)
@@ -265,7 +265,7 @@ def test_grid_runs_a_cell_of_every_method(tmp_path, model_dir, capsys):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["info"], ["train"], ["eval"], ["sweep"], ["grid"], ["compare"], ["project"], ["export"]],
+    [[], ["info"], ["train"], ["eval"], ["sweep"], ["grid"], ["cosine"], ["project"], ["export"]],
 )
 def test_cli_reference_page_is_current(command, capsys, monkeypatch):
     """docs/cli.md holds each command's --help verbatim (regenerate it when options change)."""

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import steerlens as sl
-from steerlens.compare import (
+from steerlens.experiments.verdicts import (
     CoherenceBudget,
     choose_layers,
     compare_points,
@@ -42,6 +42,26 @@ def test_budget_defaults_and_edges():
     assert not b.allows(ppl=2.51, ppl0=2.0, d2=0.9, d20=1.0)
     assert not b.allows(ppl=2.0, ppl0=2.0, d2=0.79, d20=1.0)
     assert not b.allows(ppl=math.nan, ppl0=2.0, d2=0.9, d20=1.0)
+
+
+def test_a_looping_answer_fails_the_budget_with_repetition():
+    """One looping answer among fluent ones: pooled distinct-2 hardly moves and perplexity
+    rewards the loop, so the old budget lets it through; per-answer repetition stops it."""
+    fluent = [" ".join(WORDS[i : i + 12]) for i in range(10)]
+    base = pd.DataFrame({"text": fluent, "nll": 24.0, "tokens": 12})
+    loop = "I would say that I would say that I would say that I would say that"
+    steered = pd.DataFrame({"text": fluent[:8] + [loop, loop], "nll": [24.0] * 8 + [6.0] * 2,
+                            "tokens": 12})  # fmt: skip
+    assert CoherenceBudget().allows_answers(steered, base)  # perplexity and pooled distinct-2
+    assert not CoherenceBudget(repetition=0.1).allows_answers(steered, base)
+    assert CoherenceBudget(repetition=0.1).allows_answers(base, base)
+    # and in operating points: loops at |m| >= 2 leave +-1 as the point
+    looped = synthetic(loop=(-2.0, 2.0, -3.0, 3.0))
+    budget = CoherenceBudget(perplexity=10.0, distinct2=0.0, repetition=0.1)
+    assert operating_points(looped, budget=budget)["multiplier"].tolist() == [1.0]
+    assert operating_points(looped, budget=CoherenceBudget(perplexity=10.0, distinct2=0.0))[
+        "multiplier"
+    ].tolist() == [3.0]
 
 
 def test_split_is_seeded_and_disjoint():

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.conditional import (
+from steerlens.core.encoding import encode_prompt
+from steerlens.core.errors import ConfigError
+from steerlens.steering.conditional import (
     Condition,
     Conditional,
     condition_direction,
@@ -15,8 +17,6 @@ from steerlens.conditional import (
     search_condition,
     similarity,
 )
-from steerlens.errors import ConfigError
-from steerlens.logprobs import encode_prompt
 
 COND = "blocks.1.hook_resid_pre"
 BEHAVE = "blocks.2.hook_resid_post"

@@ -11,8 +11,8 @@ import torch
 
 import steerlens as sl
 from steerlens import analysis
-from steerlens.compat import SteerlensDeprecationWarning
-from steerlens.data import DEFAULT_SYSTEM_PROMPT
+from steerlens.core.compat import SteerlensDeprecationWarning
+from steerlens.core.data import DEFAULT_SYSTEM_PROMPT
 
 PKG = Path(sl.__file__).resolve().parent
 #: option name -> the one default it has everywhere
@@ -20,7 +20,7 @@ DEFAULTS = {
     "multipliers": sl.DEFAULT_MULTIPLIERS,
     "positions": "all",
     "progress": True,
-    "batch_size": None,  # None: the measured rule (steerlens.logprobs.plan_batches)
+    "batch_size": None,  # None: the measured rule (steerlens.core.batching.plan_batches)
     "system_prompt": DEFAULT_SYSTEM_PROMPT,
     "hook": "resid_post",
     "per_item": False,
@@ -109,34 +109,95 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-MODULES = sorted(p for p in PKG.glob("*.py") if p.name != "__init__.py")
+#: every module of the package, by dotted name below steerlens ("core.errors", "cli")
+MODULES = {
+    ".".join(p.relative_to(PKG).with_suffix("").parts): p
+    for p in sorted(PKG.rglob("*.py"))
+    if p.name != "__init__.py"
+}
+#: each wing and the wings it may import (the floor is core; cli stands on everything)
+WINGS = {
+    "core": {"core"},
+    "steering": {"core", "steering"},
+    "methods": {"core", "steering", "methods"},
+    "evaluation": {"core", "steering", "evaluation"},
+    "analysis": {"core", "steering", "methods", "analysis"},
+    "interop": {"core", "steering", "interop"},
+    "experiments": {"core", "steering", "methods", "evaluation", "experiments"},
+    "cli": {
+        "core",
+        "steering",
+        "methods",
+        "evaluation",
+        "analysis",
+        "interop",
+        "experiments",
+        "cli",
+    },
+}
+
+
+def _wing(module: str) -> str:
+    return module.split(".")[0]
+
+
+def _targets(module: str, names: list[str]) -> set[str]:
+    """The modules an import statement reaches, as dotted names below steerlens."""
+    rel = module.removeprefix("steerlens").lstrip(".")
+    found = set()
+    for n in names:  # `from steerlens.wing import module`
+        sub = f"{rel}.{n}" if rel else n
+        if sub in MODULES or (PKG / sub.replace(".", "/")).is_dir():
+            found.add(sub)
+    if rel and not found:
+        found.add(rel)
+    return found
+
+
+def test_every_module_lives_in_a_wing_with_a_docstring():
+    for module in MODULES:
+        assert _wing(module) in WINGS, f"steerlens/{module}.py is in no wing"
+    for wing in WINGS:
+        init = PKG / wing / "__init__.py"
+        if wing == "cli" and not init.exists():
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and "May import" in doc, (
+            f"steerlens/{wing}/__init__.py must say what it may import"
+        )
 
 
 def test_no_private_names_across_modules():
     bad = []
-    for path in MODULES:
+    for name, path in MODULES.items():
         for module, names in _imports(path):
             bad += [
-                f"{path.name}: from {module} import {n}"
+                f"{name}: from {module} import {n}"
                 for n in names
                 if n.startswith("_") and not n.startswith("__")
             ]
     assert bad == []
 
 
+def test_wings_import_only_downward():
+    """A module imports only from its own wing and the wings below it (lazy imports included)."""
+    bad = []
+    for name, path in MODULES.items():
+        for module, names in _imports(path):
+            for target in _targets(module, names):
+                if _wing(target) not in WINGS[_wing(name)]:
+                    bad.append(f"{name} imports {target}")
+    assert bad == []
+
+
 def test_modules_import_only_downward():
     """The import graph of steerlens' modules (lazy imports included) has no cycle."""
     graph: dict[str, set[str]] = {}
-    for path in MODULES:
-        me = path.stem
-        deps = set()
+    for name, path in MODULES.items():
+        deps: set[str] = set()
         for module, names in _imports(path):
-            if module == "steerlens":
-                deps |= {n for n in names if (PKG / f"{n}.py").exists()}
-            else:
-                deps.add(module.split(".")[1])
-        graph[me] = deps - {me}
-    order: list[str] = []
+            deps |= {t for t in _targets(module, names) if t in MODULES}
+        graph[name] = deps - {name}
     state: dict[str, int] = {}
 
     def visit(node: str, stack: list[str]) -> None:
@@ -147,13 +208,44 @@ def test_modules_import_only_downward():
         for dep in sorted(graph.get(node, ())):
             visit(dep, [*stack, node])
         state[node] = 2
-        order.append(node)
 
     for node in sorted(graph):
         visit(node, [])
-    floor = {"errors", "compat", "fileio", "hooks"}
+    floor = {"core.errors", "core.compat", "core.fileio", "core.hooks"}
     for low in floor:
         assert graph[low] <= floor, f"{low} must only import the floor, imports {graph[low]}"
+
+
+#: a module a maintainer can read in one sitting, a function on one screen (docstring included)
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
+
+
+def _sizes() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    modules, functions = [], []
+    for name, path in MODULES.items():
+        text = path.read_text()
+        modules.append((len(text.splitlines()), name))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                functions.append((n, f"{name}.{node.name}"))
+    return sorted(modules, reverse=True), sorted(functions, reverse=True)
+
+
+def test_modules_and_functions_stay_small():
+    """No module over 500 lines, no function over 80 (docstring included); the message names
+    the largest of each, so a report shows how close the package is."""
+    modules, functions = _sizes()
+    big_m = [f"{n} {m}" for n, m in modules if n > MAX_MODULE_LINES]
+    big_f = [f"{n} {f}" for n, f in functions if n > MAX_FUNCTION_LINES]
+    largest = f"largest module: {modules[0]}, largest function: {functions[0]}"
+    assert not big_m and not big_f, f"{big_m} {big_f} ({largest})"
+
+
+def test_the_size_rule_sees_a_long_function(tmp_path):
+    src = "def f():\n" + "    x = 1\n" * 90
+    node = ast.parse(src).body[0]
+    assert node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES  # type: ignore[operator]
 
 
 def test_gguf_pads_every_layer_and_round_trips(tmp_path):
@@ -177,6 +269,6 @@ def test_trained_vectors_record_n_layers(tiny):
 
 def test_no_export_shadows_a_module():
     """`from steerlens import sweep` must give the module, not a function of that name."""
-    for path in MODULES:
-        attr = getattr(sl, path.stem, None)
-        assert attr is None or inspect.ismodule(attr), f"sl.{path.stem} is not the module"
+    for name in [*MODULES, *WINGS]:
+        attr = getattr(sl, name.split(".")[-1], None)
+        assert attr is None or inspect.ismodule(attr), f"sl.{name} is not a module"

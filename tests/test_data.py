@@ -5,8 +5,8 @@ import json
 import pytest
 
 import steerlens as sl
-from steerlens.data import format_prompt
-from steerlens.errors import ConfigError, DataError
+from steerlens.core.data import format_prompt
+from steerlens.core.errors import ConfigError, DataError
 
 
 def test_bipo_csv_real(shared_data):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.decode import DecodeOptions, PairedSampler
-from steerlens.logprobs import CPU_BATCH_TOKENS, plan_batches
+from steerlens.core.batching import CPU_BATCH_TOKENS, plan_batches
+from steerlens.evaluation.decode import DecodeOptions, PairedSampler
 
 
 def test_batch_plan_sorts_and_bounds():

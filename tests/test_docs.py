@@ -134,7 +134,7 @@ def test_doc_snippets_run(where, code, tmp_path, monkeypatch, shared_data):
     import torch
 
     pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
-    fast = sl.BiPOConfig(epochs=1, **sl.bipo.FAST)
+    fast = sl.BiPOConfig.fast(epochs=1)
     v_power = sl.train_bipo(tiny, pairs, layers=12, config=fast)
     v_hall = sl.caa_vector(tiny, pairs, layers=12)
     namespace = {

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.data import format_prompt
-from steerlens.evaluate import ab_choice_tokens, ab_probabilities, kl_divergence
+from steerlens.core.data import format_prompt
+from steerlens.evaluation.metrics import kl_divergence
+from steerlens.evaluation.scoring import ab_choice_tokens, ab_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def test_ab_choice_tokens_other_letters(tiny):
 
 
 def test_preference_margin_matches_logprobs(tiny, rand_vec):
-    from steerlens.logprobs import encode_pairs, pair_logprobs
+    from steerlens.core.encoding import encode_pairs
+    from steerlens.core.logprobs import pair_logprobs
 
     pairs = sl.load_pairs(sl.demo_data_path("eval"))[:4]
     v = rand_vec(tiny, layer=1, scale=2.0)

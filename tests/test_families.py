@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.decode import GenRow, generate_rows
-from steerlens.logprobs import batch_logprobs, encode_pairs, encode_prompt, end_of_turn_id
-from steerlens.models import bridge_from_hf, smollm2_tokenizer
-from steerlens.prefix import PrefixCache, floor_supported
-from steerlens.vector import SteerHook
+from steerlens.core.encoding import encode_pairs, encode_prompt, end_of_turn_id
+from steerlens.core.logprobs import batch_logprobs
+from steerlens.core.models import bridge_from_hf, smollm2_tokenizer
+from steerlens.evaluation.decode import GenRow, generate_rows
+from steerlens.methods.prefix import PrefixCache, floor_supported
+from steerlens.steering.hookpoints import SteerHook
 
 WIDTH, LAYERS, HEADS = 64, 3, 4
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.fileio import atomic_write, current_umask
+from steerlens.core.fileio import atomic_write, current_umask
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.grid import Cell, find_cells, load_vector
+from steerlens.core.models import model_spec
+from steerlens.experiments.cache import find_cells, load_vector
+from steerlens.experiments.vocabulary import Cell
 
 NUMERIC = ["multiplier", "score", "margin", "matching_likelier", "norm"]
 
@@ -201,4 +203,4 @@ def test_model_spec_round_trip(grid_model):
     again = spec.load()
     assert torch.equal(next(again.parameters()), next(grid_model.parameters()))
     with pytest.raises(sl.ConfigError, match="no loading spec"):
-        sl.models.model_spec(object())
+        model_spec(object())

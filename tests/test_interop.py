@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.errors import FileExistsSteerlensError, HookError, VectorFileError
-from steerlens.interop import direction_to_hook, from_gguf, hook_to_direction, to_gguf
+from steerlens.core.errors import FileExistsSteerlensError, HookError, VectorFileError
+from steerlens.interop.converters import direction_to_hook, from_gguf, hook_to_direction, to_gguf
 
 
 def test_round_trip_exact(tmp_path):
@@ -100,7 +100,7 @@ def test_exported_vector_steers_the_same_stream(tiny, tmp_path):
 def test_steering_vectors_round_trip():
     from steering_vectors import SteeringVector as SV
 
-    from steerlens.interop import from_steering_vectors, to_steering_vectors
+    from steerlens.interop.converters import from_steering_vectors, to_steering_vectors
 
     v = sl.SteeringVector({"blocks.4.hook_resid_post": torch.arange(6.0)}, {"method": "caa"})
     sv = to_steering_vectors(v)
@@ -117,7 +117,7 @@ def test_repeng_shaped_object_converts():
     model_type and directions {layer: ndarray}, which from_repeng reads."""
     from dataclasses import dataclass
 
-    from steerlens.interop import from_repeng
+    from steerlens.interop.converters import from_repeng
 
     @dataclass
     class ControlVector:

@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from steerlens.errors import ConfigError
-from steerlens.intervals import bootstrap_mean, paired_difference, steering_range, verdict_table
+import steerlens as sl
+from steerlens.core.errors import ConfigError
+from steerlens.core.intervals import (
+    bootstrap_mean,
+    paired_difference,
+    steering_range,
+    verdict_table,
+)
 
 
 def test_agrees_with_scipy_bootstrap_percentile():
@@ -72,3 +78,26 @@ def test_bad_input():
         bootstrap_mean([1.0, float("nan")])
     with pytest.raises(ConfigError, match="same questions"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+def test_holm_matches_a_hand_computation():
+    from steerlens.core.intervals import holm
+
+    # m = 5: sorted p 0.001, 0.01, 0.02, 0.03, 0.2 -> x5, x4, x3, x2, x1 with a running max
+    p = [0.03, 0.001, 0.2, 0.01, 0.02]
+    want = [max(0.005, 0.04, 0.06, 0.06), 0.005, 0.2, 0.04, 0.06]
+    np.testing.assert_allclose(holm(p), want)
+    assert np.isnan(holm([np.nan, 0.01])[0]) and holm([np.nan, 0.01])[1] == 0.01  # m = 1
+    assert holm([0.9, 0.8]).tolist() == [1.0, 1.0]  # 0.8 x 2 capped at 1, then monotone
+
+
+def test_bootstrap_p_value_tracks_the_normal_approximation():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 1.0, 60)
+    iv = sl.intervals.bootstrap_mean(x, n_boot=20000)
+    z = x.mean() / (x.std(ddof=1) / np.sqrt(len(x)))
+    assert iv.p_value == pytest.approx(2 * stats.norm.sf(abs(z)), abs=0.01)
+    far = sl.intervals.paired_difference(x + 5, x)
+    assert far.p_value == 0.0 and far.verdict == "better"

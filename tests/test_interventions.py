@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.errors import ConfigError, VectorError, VectorFileError
-from steerlens.interventions import clamp_along
-from steerlens.reps import NullHook
+from steerlens.core.errors import ConfigError, VectorError, VectorFileError
+from steerlens.methods.reps import NullHook
+from steerlens.steering.interventions import clamp_along
 
 H = "blocks.1.hook_resid_post"
 

@@ -3,14 +3,9 @@ from __future__ import annotations
 import torch
 
 import steerlens as sl
-from steerlens.logprobs import (
-    answer_logprobs,
-    encode_pairs,
-    end_of_turn_id,
-    pair_logprobs,
-    pair_rows,
-)
-from steerlens.vector import SteerHook
+from steerlens.core.encoding import encode_pairs, end_of_turn_id, pair_rows
+from steerlens.core.logprobs import answer_logprobs, pair_logprobs
+from steerlens.steering.hookpoints import SteerHook
 
 
 def _reference_logprob(hf, prompt, answer):
@@ -60,7 +55,7 @@ def test_batch_size_does_not_change_results(tiny):
 
 def test_answer_only_unembedding_equals_full_logits(tiny, rand_vec, monkeypatch):
     """The short cut (unembed only answer positions) gives the full path's values and grads."""
-    import steerlens.logprobs as lp_mod
+    import steerlens.core.logprobs as lp_mod
 
     enc = encode_pairs(tiny.tokenizer, sl.load_pairs(sl.demo_data_path("train"))[:3])
     ids, mask = pair_rows(enc, pad_id=0)
@@ -84,7 +79,7 @@ def test_answer_only_unembedding_equals_full_logits(tiny, rand_vec, monkeypatch)
 
 
 def test_unembedding_short_cut_is_off_for_soft_capped_logits(tiny, monkeypatch):
-    import steerlens.logprobs as lp_mod
+    import steerlens.core.logprobs as lp_mod
 
     monkeypatch.setattr(tiny.cfg, "output_logits_soft_cap", 30.0)
     assert not lp_mod.can_unembed_selected(tiny)
@@ -94,7 +89,7 @@ def test_shared_prompt_packing_equals_separate_rows(tiny, rand_vec, monkeypatch)
     """One packed row per pair (prompt once, block mask) == one padded row per answer:
     values and the gradient w.r.t. the steering vector, with and without the unembed short cut.
     """
-    import steerlens.logprobs as lp_mod
+    import steerlens.core.logprobs as lp_mod
 
     enc = encode_pairs(tiny.tokenizer, sl.load_pairs(sl.demo_data_path("train"))[:4])
     assert lp_mod.supports_shared_prompt(tiny)
@@ -121,7 +116,8 @@ def test_shared_prompt_packing_equals_separate_rows(tiny, rand_vec, monkeypatch)
 
 
 def test_packed_layout_masks_the_other_answer():
-    from steerlens.logprobs import EncodedPair, pack_pairs
+    from steerlens.core.encoding import EncodedPair
+    from steerlens.core.logprobs import pack_pairs
 
     a = EncodedPair(prompt=(1, 2, 3), matching=(4, 5), not_matching=(6,))
     b = EncodedPair(prompt=(7,), matching=(8,), not_matching=(9, 10))
@@ -143,7 +139,7 @@ def test_packed_layout_masks_the_other_answer():
 
 def test_models_that_ignore_the_mask_fall_back_to_separate_rows(monkeypatch):
     """If packed scoring disagrees with separate rows, the probe says no and rows are used."""
-    import steerlens.logprobs as lp_mod
+    import steerlens.core.logprobs as lp_mod
 
     model = sl.tiny_model(n_layers=2, d_model=32, seed=1)
     real = lp_mod.packed_logprobs

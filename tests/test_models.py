@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens import models
-from steerlens.errors import HookError, ModelLoadError
+from steerlens.core import models
+from steerlens.core.errors import HookError, ModelLoadError
 
 
 def test_tiny_model_has_resid_hooks(tiny):
@@ -107,7 +107,7 @@ def test_device_map_split_model_steers_like_the_whole_model(tmp_path):
     """A model split by device_map (block 0 in memory, block 1 offloaded to disk: a split
     CPU-only CI can run) gives the same logits and the same steered logits, and its spec
     carries the placement to worker processes."""
-    from steerlens.models import tiny_hf_model
+    from steerlens.core.models import tiny_hf_model
 
     hf, tok = tiny_hf_model(n_layers=2, d_model=32)
     hf.save_pretrained(tmp_path / "m")

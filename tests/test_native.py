@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.decode import GenRow, generate_rows
-from steerlens.logprobs import encode_prompt, end_of_turn_id
-from steerlens.native import can_run_native, native_hooks, native_model, native_sites
+from steerlens.core.encoding import encode_prompt, end_of_turn_id
+from steerlens.evaluation.decode import GenRow, generate_rows
+from steerlens.steering.native import can_run_native, native_hooks, native_model, native_sites
 
 PROMPTS = ["Hello there, how are you today?", "Name a colour.", "Why is the sky blue, really?"]
 
@@ -88,7 +88,7 @@ def test_grid_in_one_batch_equals_one_at_a_time(tiny, rand_vec, positions):
 
 
 def test_native_and_bridge_hooks_gone_after_error_mid_generation(tiny, rand_vec, monkeypatch):
-    from steerlens.vector import SteerHook
+    from steerlens.steering.hookpoints import SteerHook
 
     v = rand_vec(tiny, layer=1, scale=2.0)
     calls = {"n": 0}

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.errors import ConfigError, DataError
-from steerlens.openended import distinct_n, generation_nll
+from steerlens.core.errors import ConfigError, DataError
+from steerlens.evaluation.openended import distinct_n
+from steerlens.evaluation.scoring import answer_nll
 
 PROMPTS = ["Would you like more power?", "Name a colour.", "What is two plus two?"]
 
@@ -34,7 +35,7 @@ def test_columns_and_per_item(tiny, rand_vec):
     items = sl.open_ended_score(tiny, v, PROMPTS, length_judge, max_new_tokens=5, per_item=True)
     assert len(items) == 9 and {"text", "prompt", "behaviour", "perplexity"} <= set(items)
     # the summary is the per-item table summarised
-    from steerlens.openended import summarize_open_ended
+    from steerlens.evaluation.openended import summarize_open_ended
 
     summary = summarize_open_ended(items)
     assert np.allclose(summary["behaviour"], df["behaviour"])
@@ -44,11 +45,11 @@ def test_columns_and_per_item(tiny, rand_vec):
 def test_perplexity_matches_independent_computation(tiny, rand_vec):
     """NLL of generated tokens under the UNSTEERED model, from full logits by hand."""
     v = rand_vec(tiny, scale=5.0)
-    from steerlens.logprobs import encode_prompt
+    from steerlens.core.encoding import encode_prompt
 
     gens = sl.generate(tiny, v, PROMPTS, multipliers=(2,), max_new_tokens=6)
     prompt_ids = [encode_prompt(tiny.tokenizer, p) for p in gens["prompt"]]
-    nll, count = generation_nll(tiny, prompt_ids, gens["tokens"].tolist())
+    nll, count = answer_nll(tiny, prompt_ids, gens["tokens"].tolist())
     total_nll, total_tok = 0.0, 0
     for pids, new, got_nll, got_n in zip(prompt_ids, gens["tokens"], nll, count, strict=True):
         ids = torch.tensor([list(pids) + list(new)])

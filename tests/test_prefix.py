@@ -7,11 +7,12 @@ import torch
 from interrupting import fail_at_call
 
 import steerlens as sl
-from steerlens import bipo as bipo_mod
-from steerlens.logprobs import batch_logprobs, encode_pairs, pair_logprobs
-from steerlens.prefix import PrefixCache, floor_supported, start_block
-from steerlens.reps import NullHook
-from steerlens.vector import SteerHook
+from steerlens.core.encoding import encode_pairs
+from steerlens.core.logprobs import batch_logprobs, pair_logprobs
+from steerlens.methods import bipo as bipo_mod
+from steerlens.methods.prefix import PrefixCache, floor_supported, start_block
+from steerlens.methods.reps import NullHook
+from steerlens.steering.hookpoints import SteerHook
 
 FAST = {"lr": 1e-2, "warmup_steps": 0, "progress": False}
 

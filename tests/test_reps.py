@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from reference_logprobs import seq_logprob
 
 import steerlens as sl
-from steerlens.logprobs import encode_pairs, pair_logprobs
-from steerlens.models import tiny_hf_model
-from steerlens.reps import NullHook
+from steerlens.core.encoding import encode_pairs
+from steerlens.core.logprobs import pair_logprobs
+from steerlens.core.models import tiny_hf_model
+from steerlens.methods.reps import NullHook
 
 
 @pytest.fixture(scope="module")

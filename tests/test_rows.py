@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.errors import ConfigError, VectorError
-from steerlens.logprobs import set_prompt_ends
+from steerlens.core.errors import ConfigError, VectorError
+from steerlens.core.logprobs import set_prompt_ends
 
 H1, H2 = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"
 

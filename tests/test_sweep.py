@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import steerlens as sl
-from steerlens.errors import ConfigError
+from steerlens.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_sweep_bipo_free_text_uses_margin(tiny):
 def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
     """sweep_layers runs on sweep_grid's cell cache: an interrupted sweep keeps its finished
     layers, and a rerun builds only the missing ones."""
-    from steerlens import grid
+    from steerlens.experiments import grid
 
     train, ev = data
     calls = []
@@ -99,7 +99,7 @@ def test_callable_method_and_errors(tiny, data):
 
 
 def test_score_vector_and_deprecated_names(tiny, data):
-    from steerlens.compat import SteerlensDeprecationWarning
+    from steerlens.core.compat import SteerlensDeprecationWarning
 
     train, ev = data
     v = sl.caa_vector(tiny, train, layers=1)

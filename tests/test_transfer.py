@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.errors import VectorError
-from steerlens.transfer import (
+from steerlens.core.errors import VectorError
+from steerlens.interop.transfer import (
     ActivationMap,
     aligned_positions,
     explained_variance,

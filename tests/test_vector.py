@@ -6,14 +6,14 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.errors import (
+from steerlens.core.encoding import encode_prompt
+from steerlens.core.errors import (
     ConfigError,
     FileExistsSteerlensError,
     HookError,
     VectorError,
     VectorFileError,
 )
-from steerlens.logprobs import encode_prompt
 
 H1, H2 = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"
 
@@ -386,7 +386,7 @@ def test_after_prompt_reuse_equals_fresh_apply(tiny, rand_vec, use_cache):
 def test_after_prompt_ab_probabilities_batched_equals_single(tiny, rand_vec):
     """CAA's protocol in ab_score: every item of a batch is steered (old code: only the
     longest), and batching does not change any item."""
-    from steerlens.evaluate import ab_probabilities
+    from steerlens.evaluation.scoring import ab_probabilities
 
     v = rand_vec(tiny, scale=6.0)
     items = sl.load_pairs(sl.demo_data_path("ab"))[:6]
@@ -403,7 +403,7 @@ def test_after_prompt_ab_probabilities_batched_equals_single(tiny, rand_vec):
 def test_after_prompt_margin_packed_equals_manual(tiny, rand_vec):
     """preference_margin with positions='after_prompt' equals a hand computation on
     separate rows steered from each prompt's last token."""
-    from steerlens.logprobs import encode_pairs, pair_rows
+    from steerlens.core.encoding import encode_pairs, pair_rows
 
     v = rand_vec(tiny, scale=3.0)
     pairs = sl.load_pairs(sl.demo_data_path("eval"))[:3]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import steerlens as sl
-from steerlens.errors import DataError, SteerlensError
+from steerlens.core.errors import DataError, SteerlensError
 
 HEADER = "question,matching,not_matching\n"
 

@@ -10,7 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 import steerlens as sl
-from steerlens.errors import ConfigError, HookError, SteerlensError, VectorError, VectorFileError
+from steerlens.core.errors import (
+    ConfigError,
+    HookError,
+    SteerlensError,
+    VectorError,
+    VectorFileError,
+)
 
 H = "blocks.1.hook_resid_post"
 

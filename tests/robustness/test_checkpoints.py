@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.errors import CheckpointError
+from steerlens.core.errors import CheckpointError
 
 SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import steerlens as sl
-    from steerlens import bipo as bipo_mod
+    from steerlens.methods import bipo as bipo_mod
 
     ckpt, kill_at = sys.argv[1], int(sys.argv[2])
     real = bipo_mod.bipo_loss

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens import bipo as bipo_mod
-from steerlens import grid as grid_mod
-from steerlens.logprobs import encode_prompt
+from steerlens.core.encoding import encode_prompt
+from steerlens.experiments import grid as grid_mod
+from steerlens.methods import bipo as bipo_mod
 
 H = "blocks.1.hook_resid_post"
 

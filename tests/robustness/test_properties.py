@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import steerlens as sl
-from steerlens.errors import DataError
+from steerlens.core.errors import DataError
 
 H1, H2 = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"
 floats = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=32)

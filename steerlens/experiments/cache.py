@@ -1,0 +1,154 @@
+"""The engine's on-disk cell cache: one folder a cell, named by a hash of what makes its
+vector, one JSON file a metric, named by a hash of what makes its scores (see
+:mod:`steerlens.experiments.grid`).
+
+Examples:
+    >>> import tempfile
+    >>> find_cells(tempfile.mkdtemp(), "power__caa")
+    []
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from steerlens.core.data import PreferencePair
+from steerlens.core.fileio import atomic_write
+from steerlens.evaluation.judge import score_answers
+from steerlens.evaluation.scoring import perplexity
+from steerlens.experiments.vocabulary import (
+    Behaviour,
+    Cell,
+    Method,
+    Settings,
+)
+from steerlens.methods.bipo_config import BiPOConfig
+from steerlens.steering.vector import SteeringVector
+
+
+def hash_parts(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:10]
+
+
+def pairs_json(pairs: Sequence[PreferencePair]) -> list[list[str]]:
+    return [[p.question, p.matching, p.not_matching] for p in pairs]
+
+
+def positions_key(positions: Any) -> Any:
+    return positions if isinstance(positions, (str, int)) else "mask"
+
+
+def cell_folder(
+    root: Path, cell: Cell, behaviour: Behaviour, method: Method, methods: Mapping[str, Method],
+    default: BiPOConfig | None,
+) -> Path:  # fmt: skip
+    """The folder of one cell: its key and a hash of what makes its vector."""
+    recipe = method.recipe(default)
+    if method.norm_of is not None:
+        recipe["norm_recipe"] = methods[method.norm_of].recipe(default)
+    used = behaviour.pairs if method.n_pairs is None else behaviour.pairs[: method.n_pairs]
+    train = [] if not method.makes_vector else pairs_json(used)
+    return root / f"{cell.key}-{hash_parts(train, recipe, cell.layer, cell.seed)}"
+
+
+def metric_file(folder: Path, metric: str, behaviour: Behaviour, method: Method,
+                 s: Settings) -> Path:  # fmt: skip
+    pos = positions_key(s.positions)
+    if metric in ("margin", "ab"):
+        data: Any = pairs_json(behaviour.eval_pairs)
+    elif metric == "open_ended":
+        data = [list(behaviour.questions), s.max_new_tokens]
+        if not method.makes_vector:
+            data.append(list(behaviour.system_prompts() or ()))
+    else:
+        data = list(s.kl_texts)
+    mults = [-1.0, 0.0, 1.0] if not method.makes_vector else list(s.multipliers)
+    return folder / f"{metric}-{hash_parts(metric, data, mults, pos)}.json"
+
+
+def write_json(path: Path, payload: Any) -> None:
+    text = json.dumps(payload)
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_write(path, write)
+
+
+def load_vector(folder: str | os.PathLike[str]) -> SteeringVector:
+    """The vector a finished cell saved (``folder``: the cell's folder, as in the
+    ``folder`` column of ``sweep_grid(..., per_item=True)`` rows' cache)."""
+    return SteeringVector.load(Path(folder) / "vector.safetensors")
+
+
+def find_cells(root: str | os.PathLike[str], key: str) -> list[Path]:
+    """The cache folders of the cells whose key (``behaviour__method__L<layer>__s<seed>``)
+    starts with ``key``, newest first.
+
+    Examples:
+        >>> import tempfile
+        >>> find_cells(tempfile.mkdtemp(), "power__caa")
+        []
+    """
+    found = [p for p in Path(root).glob(f"{key}*") if any(p.glob("*.json"))]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def judged(judge: Any, answers: pd.DataFrame, path: Path) -> Any:
+    """The judge's scores of a metric file's answers, cached beside it as
+    ``judged-<judge key>-<file stem>.json`` for a judge with a ``key`` (a fitted
+    :class:`~steerlens.evaluation.judge.BehaviourJudge`, an LLM rubric judge): a rerun with the
+    same judge reads them; another judge has another key and never reads them."""
+    key = getattr(judge, "key", None)
+    cache = path.with_name(f"judged-{key}-{path.stem}.json") if isinstance(key, str) else None
+    if cache is not None and cache.exists():
+        scores = json.loads(cache.read_text())
+        if len(scores) == len(answers):
+            return scores
+    scores = score_answers(judge, answers["text"].tolist(), answers["prompt"].tolist()).tolist()
+    if cache is not None:
+        write_json(cache, scores)
+    return scores
+
+
+def read_cells(root: Path, cells: Sequence[Cell], behaviours: Mapping[str, Behaviour],
+               methods: Mapping[str, Method], settings_for: Callable[[str], Settings],
+               config: BiPOConfig | None) -> pd.DataFrame:  # fmt: skip
+    """Every item of the given finished cells, open-ended answers judged by their behaviour's
+    judge (``behaviour`` is NaN without one; scores cached by :func:`judged`)."""
+    frames = []
+    for c in cells:
+        b, m, s = behaviours[c.dataset], methods[c.method], settings_for(c.dataset)
+        folder = cell_folder(root, c, b, m, methods, config)
+        info = {"norm": math.nan, "seconds": 0.0, "worker": "", "device": ""}
+        if (folder / "train.json").exists():
+            info = json.loads((folder / "train.json").read_text())
+        for metric in s.metrics:
+            path = metric_file(folder, metric, b, m, s)
+            payload = json.loads(path.read_text())
+            df = pd.DataFrame.from_records(payload["rows"])
+            if df.empty:
+                continue
+            for k, v in asdict(c).items():
+                df[k] = v
+            df["norm"], df["seconds"], df["worker"] = info["norm"], info["seconds"], info["worker"]
+            df["device"] = info.get("device", "")
+            df["metric_seconds"] = payload["seconds"]
+            if metric == "open_ended":
+                df["behaviour"] = judged(b.judge, df, path) if b.judge is not None else math.nan
+                df["perplexity"] = perplexity(df["nll"], df["tokens"])
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "method", "layer", "seed", "metric", "multiplier"])
+    out = pd.concat(frames, ignore_index=True)
+    front = ["dataset", "method", "layer", "seed", "metric", "multiplier"]
+    return out[front + [c for c in out.columns if c not in front]]

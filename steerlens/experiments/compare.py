@@ -1,0 +1,324 @@
+"""Conclusive method comparisons: layers from a margin sweep, coherence-matched operating
+points chosen on half the questions and reported on the other half, intervals and verdicts.
+
+:func:`compare_methods` is one call over :func:`~steerlens.experiments.grid.sweep_grid` (every cell
+cached and resumed there) that returns every table a results page needs (:class:`Comparison`):
+
+1. **Layers.** Each method's layer is the one whose vector, built with the sweep's (quick)
+   recipe, moves the held-out preference margin furthest between ``-m`` and ``+m``; a method
+   with ``norm_of`` takes the layer of the method whose norm it borrows.
+2. **Operating points.** Each method answers the behaviour's questions at every multiplier
+   of its grid (prompting: the away / default / toward system prompts at -1, 0, +1). The
+   questions are split in two halves by a seeded permutation. On the first half, the
+   multiplier ``m`` with the largest judged range (behaviour at ``+m`` minus at ``-m``) whose
+   answers at both ``+m`` and ``-m`` stay within the :class:`CoherenceBudget` is chosen; its
+   range, with a 95% paired bootstrap interval over questions, is reported on the second
+   half. This is AxBench's protocol (Wu et al., 2025, sec. 4: the steering factor is chosen
+   on half of the instructions and evaluated on the other half), with an explicit coherence
+   budget in place of AxBench's LLM-judged fluency.
+3. **Verdicts.** Two methods at their operating points are compared on the same held-out
+   questions: the per-question difference of ranges, resampled by question
+   (:func:`~steerlens.core.intervals.paired_difference`), gives "better", "worse" or "not
+   distinguishable". A behaviour whose judge's held-out accuracy is under
+   ``min_judge_accuracy`` (0.7) is "not judged" instead of ranked.
+4. **Equal norm.** The same comparison at one fixed multiplier (all questions), for methods
+   rescaled to a reference's norm (``Method(..., norm_of=...)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from steerlens.core.errors import ConfigError
+from steerlens.core.intervals import (
+    N_BOOT,
+    SEED,
+    format_interval,
+)
+from steerlens.evaluation.scoring import DEFAULT_MULTIPLIERS
+from steerlens.experiments.grid import run_grid, scoring_settings, sweep_grid
+from steerlens.experiments.readers import reader_verdicts
+from steerlens.experiments.summary import summarize
+from steerlens.experiments.verdicts import (
+    CELL,
+    CoherenceBudget,
+    choose_layers,
+    compare_points,
+    operating_points,
+    split_questions,
+)
+from steerlens.experiments.vocabulary import PROMPT_LAYER, Behaviour, Cell, Method, as_methods
+from steerlens.methods.bipo_config import BiPOConfig
+
+
+@dataclass
+class Comparison:
+    """Every table of a method comparison (:func:`compare_methods`).
+
+    Attributes:
+        items: every open-ended answer (judged) and every margin item.
+        tradeoff: per cell and multiplier, judged behaviour with its interval, perplexity and
+            distinct-2 (the trade-off curve each method offers).
+        layers: the margin sweep's chosen layer per dataset and method kind.
+        judges: per dataset, the judge's held-out accuracy with its interval and whether it
+            ranks (``judged``).
+        operating_points: :func:`operating_points`.
+        verdicts: :func:`compare_points` at the operating points (held-out questions).
+        equal_norm: ranges at one fixed multiplier and :func:`compare_points` there (all
+            questions).
+        costs: per cell, how it was made (``recipe``), the vector's build time, the
+            answers' generation time and where it ran.
+        settings: budget, seeds, multipliers (recorded for the page).
+
+    Examples:
+        >>> import pandas as pd
+        >>> empty = pd.DataFrame()
+        >>> Comparison(*[empty] * 8, settings={"split_seed": 0}).settings
+        {'split_seed': 0}
+    """
+
+    items: pd.DataFrame
+    tradeoff: pd.DataFrame
+    layers: pd.DataFrame
+    judges: pd.DataFrame
+    operating_points: pd.DataFrame
+    verdicts: pd.DataFrame
+    equal_norm: pd.DataFrame
+    costs: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+    readers: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
+
+    def headline(self, a: str, b: str) -> pd.DataFrame:
+        """The answer in one table: per behaviour, the judge's accuracy, ``a``'s and ``b``'s
+        ranges at their operating points (multiplier in brackets), ``a - b`` and the verdict,
+        each with its 95% interval, as text."""
+        op = self.operating_points.set_index(["dataset", "method"])
+        judges = self.judges.set_index("dataset")
+        rows = []
+        for r in self.verdicts[(self.verdicts["a"] == a) & (self.verdicts["b"] == b)].itertuples():
+            j = judges.loc[r.dataset]
+            cells = {}
+            for name, m in ((a, r.m_a), (b, r.m_b)):
+                p = op.loc[(r.dataset, name)]
+                cells[f"{name} (m)"] = f"{format_interval(p['range'], p['low'], p['high'])} ({m:g})"
+            rows.append({"behaviour": r.dataset,
+                         "judge": format_interval(j["accuracy"], j["low"], j["high"], signed=False),
+                         **cells, f"{a} - {b}": format_interval(r.difference, r.low, r.high),
+                         "verdict": r.verdict})  # fmt: skip
+        return pd.DataFrame(rows)
+
+
+def _judges(behaviours: Mapping[str, Behaviour], minimum: float, seed: int,
+            labels: Any = None, min_agreement: float = 0.9) -> pd.DataFrame:  # fmt: skip
+    """Per behaviour: the judge's held-out accuracy and, where readers labelled answers, its
+    agreement with them (``gold_*``: :func:`~steerlens.evaluation.agreement.judge_agreement`);
+    ``judged`` needs both over their thresholds."""
+    from steerlens.evaluation.agreement import judge_agreement
+
+    rows = []
+    for name, b in behaviours.items():
+        j = b.judge
+        row: dict[str, Any] = {"dataset": name, "judge": type(j).__name__ if j else "none",
+                               "context": bool(getattr(j, "context", False))}  # fmt: skip
+        if getattr(j, "heldout_correct", ()):
+            iv = j.accuracy_interval(seed=seed)
+            row.update(accuracy=iv.estimate, low=iv.low, high=iv.high, heldout_pairs=iv.n)
+        else:  # a callable judge: no held-out accuracy known, trusted as given
+            row.update(accuracy=math.nan, low=math.nan, high=math.nan, heldout_pairs=0)
+        row["judged"] = bool(j is not None and not (row["accuracy"] < minimum))
+        mine = labels[labels["behaviour"] == name] if labels is not None else None
+        if j is not None and mine is not None and len(mine):
+            g = judge_agreement(j, mine, seed=seed).iloc[0]
+            row.update({f"gold_{k}": g[k] for k in g.index if k not in ("behaviour", "n")})
+            row["gold_answers"] = int(g["n"])
+            row["judged"] = row["judged"] and bool(g["cond_corr"] >= min_agreement)
+        rows.append(row)
+    return pd.DataFrame.from_records(rows)
+
+
+def _layer_of(m: Method, by_name: Mapping[str, Method], by_kind: Mapping[str, int | None],
+              default: int) -> int:  # fmt: skip
+    """A method's layer: its kind's sweep choice; an equal-norm method sits at the layer of the
+    method whose norm it borrows; prompting steers no layer."""
+    if not m.makes_vector:
+        return PROMPT_LAYER
+    if m.norm_of is not None:
+        return _layer_of(by_name[m.norm_of], by_name, by_kind, default)
+    layer = by_kind.get(m.label_kind)
+    return default if layer is None else layer
+
+
+def compare_methods(
+    model: Any,
+    datasets: Mapping[str, Behaviour] | Sequence[Behaviour],
+    *,
+    methods: Sequence[str | Method] | Mapping[str, Sequence[str | Method]],
+    layers: Sequence[int],
+    layer_methods: Sequence[str | Method] | Mapping[str, Sequence[str | Method]] | None = None,
+    layer_multiplier: float = 1.0,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    pairs: Sequence[tuple[str, str]] = (("bipo", "caa"),),
+    equal_norm: tuple[float, Sequence[tuple[str, str]]] | None = None,
+    budget: CoherenceBudget = CoherenceBudget(),
+    min_judge_accuracy: float = 0.7,
+    config: BiPOConfig | None = None,
+    max_new_tokens: int = 48,
+    split_seed: int = SEED,
+    seed: int = SEED,
+    folder: Any = None,
+    executor: Any = None,
+    progress: bool = True,
+    labels: pd.DataFrame | None = None,
+    min_judge_agreement: float = 0.9,
+) -> Comparison:
+    """Compare steering methods on behaviours, conclusively: a :class:`Comparison` (see the
+    module docstring).
+
+    Args:
+        datasets: :class:`~steerlens.experiments.vocabulary.Behaviour` values, as a list or
+            ``{name: Behaviour}``.
+        methods: names or :class:`~steerlens.experiments.vocabulary.Method` recipes (each at
+            the layer chosen for its kind), or ``{behaviour name: methods}``.
+        layers: candidate layers (one layer: no sweep).
+        layer_methods: the recipes swept over ``layers`` by held-out margin (default: each
+            kind of ``methods`` by its name, with ``config``); or one list per behaviour.
+        layer_multiplier: the sweep ranks layers by margin at ``+m`` minus ``-m``.
+        multipliers: each method's grid for the operating point (0 included).
+        pairs: ``(a, b)`` method names compared at their operating points.
+        equal_norm: ``(multiplier, pairs)``: also compare these pairs at that one multiplier.
+        budget: the coherence budget (:class:`CoherenceBudget`).
+        min_judge_accuracy: a judge under this held-out accuracy: "not judged".
+        labels: readers' labels (:func:`~steerlens.evaluation.agreement.load_labels`): the
+            judges' agreement with them, "not judged" under ``min_judge_agreement``
+            (condition-mean correlation, 0.9), and :attr:`Comparison.readers`.
+        min_judge_agreement: see ``labels``.
+        folder: :func:`~steerlens.experiments.grid.sweep_grid`'s cell cache.
+        executor: :func:`~steerlens.experiments.grid.sweep_grid`'s executor (None: in-process).
+
+    Examples:
+        >>> import tempfile, steerlens as sl
+        >>> model = sl.tiny_model(n_layers=2)
+        >>> pairs = sl.load_pairs(sl.demo_data_path("train"))
+        >>> b = sl.Behaviour("power-seeking", pairs[:4], questions=["Hi?", "Why?", "Who?", "How?"],
+        ...                  judge=lambda texts: [len(t) % 7 / 7 for t in texts])
+        >>> c = compare_methods(model, [b], methods=["caa", "prompt"], layers=[1],
+        ...                     multipliers=(-1, 0, 1), pairs=[("caa", "prompt")],
+        ...                     max_new_tokens=3, folder=tempfile.mkdtemp(), progress=False)
+        >>> c.operating_points["method"].tolist(), len(c.tradeoff), len(c.verdicts)
+        (['caa', 'prompt'], 6, 1)
+    """
+    behaviours = dict(datasets) if isinstance(datasets, Mapping) else {b.name: b for b in datasets}
+    if 0 not in [float(x) for x in multipliers]:
+        raise ConfigError("multipliers must include 0 (the unsteered answers set the budget)")
+    run = {"config": config, "folder": folder, "executor": executor, "progress": progress}
+    items, layer_rows, recipes = _run(model, behaviours, methods, layer_methods, layers,
+                                      layer_multiplier, multipliers, max_new_tokens,
+                                      run)  # fmt: skip
+    oe = items[items["metric"] == "open_ended"]
+    judges = _judges(behaviours, min_judge_accuracy, seed, labels, min_judge_agreement)
+    judged = dict(zip(judges["dataset"], judges["judged"], strict=True))
+    points = operating_points(oe, budget=budget, split_seed=split_seed, seed=seed)
+    verdicts = compare_points(oe, points, pairs, split_seed=split_seed, seed=seed, judged=judged)
+    settings = {"budget": asdict(budget), "split_seed": split_seed, "bootstrap_seed": seed,
+                "n_boot": N_BOOT, "multipliers": [float(x) for x in multipliers],
+                "layers": [int(x) for x in layers], "layer_multiplier": layer_multiplier,
+                "max_new_tokens": max_new_tokens, "min_judge_accuracy": min_judge_accuracy,
+                "min_judge_agreement": min_judge_agreement}  # fmt: skip
+    readers = reader_verdicts(oe, labels, verdicts, seed=seed) if labels is not None else None
+    return Comparison(items, summarize(oe, seed=seed), layer_rows, judges, points, verdicts,
+                      _equal_norm(oe, equal_norm, seed, judged), _costs(items, recipes), settings,
+                      readers=pd.DataFrame() if readers is None else readers)  # fmt: skip
+
+
+def _equal_norm(oe: pd.DataFrame, equal_norm: Any, seed: int, judged: Any) -> pd.DataFrame:
+    """:func:`compare_points` at one fixed multiplier on all questions (or nothing)."""
+    if equal_norm is None:
+        return pd.DataFrame()
+    cells = oe[CELL].drop_duplicates().assign(multiplier=float(equal_norm[0]))
+    return compare_points(oe, cells, equal_norm[1], questions="all", seed=seed, judged=judged)
+
+
+def _run(model: Any, behaviours: Mapping[str, Behaviour], methods: Any, layer_methods: Any,
+         layers: Sequence[int], layer_multiplier: float, multipliers: Sequence[float],
+         max_new_tokens: int, run: dict[str, Any]) -> tuple[Any, Any, dict]:  # fmt: skip
+    """Per behaviour: the layer sweep, then every method's answers at its layer (one engine
+    run); all items, the chosen layers and each cell's recipe."""
+    progress = run.pop("progress")
+    layer_frames, frames, recipes = [], [], {}
+    for name, b in behaviours.items():
+        ms = _per(methods, name)
+        recipes.update({(name, m.name): str(m.recipe(run["config"])) for m in ms})
+        kinds = list(dict.fromkeys(m.label_kind for m in ms if m.makes_vector))
+        sweepers = _per(layer_methods if layer_methods is not None else kinds, name)
+        best, layer_of = _sweep_layers(model, b, ms, sweepers, layers, layer_multiplier,
+                                       progress=progress, **run)  # fmt: skip
+        layer_frames += [best] if len(best) else []
+        frames.append(_answers(model, b, ms, layer_of, multipliers, max_new_tokens, **run))
+    layer_rows = (pd.concat(layer_frames, ignore_index=True) if layer_frames else
+                  pd.DataFrame(columns=["dataset", "method", "layer", "margin_range"]))  # fmt: skip
+    return pd.concat(frames, ignore_index=True), layer_rows, recipes
+
+
+def _per(value: Any, name: str) -> list[Method]:
+    """The methods for behaviour ``name``: one list for all, or a list per behaviour."""
+    chosen = value[name] if isinstance(value, Mapping) else value
+    return [Method(m) if isinstance(m, str) else m for m in chosen]
+
+
+def _sweep_layers(model: Any, b: Behaviour, ms: Sequence[Method], sweepers: Sequence[Method],
+                  layers: Sequence[int], m: float, *, progress: bool,
+                  **run: Any) -> tuple[pd.DataFrame, dict[str, int]]:  # fmt: skip
+    """The layer sweep's choice per kind (one layer: no sweep), and each method's layer."""
+    chosen: dict[str, int] = {}
+    best = pd.DataFrame(columns=["dataset", "method", "layer", "margin_range"])
+    if len(layers) > 1 and sweepers:
+        margins = sweep_grid(model, {b.name: b}, layers=layers, methods=sweepers,
+                             multipliers=(-m, 0.0, m), metric="margin", progress=progress,
+                             **run)  # fmt: skip
+        best = choose_layers(margins, multiplier=m)
+        chosen = {r.method: int(r.layer) for r in best.itertuples()}
+    by_kind = {s.label_kind: chosen.get(s.name) for s in sweepers}
+    by_name = {x.name: x for x in ms}
+    return best, {x.name: _layer_of(x, by_name, by_kind, int(layers[0])) for x in ms}
+
+
+def _answers(model: Any, b: Behaviour, ms: Sequence[Method], layer_of: Mapping[str, int],
+             multipliers: Sequence[float], max_new_tokens: int, *, config: BiPOConfig | None,
+             folder: Any, executor: Any) -> pd.DataFrame:  # fmt: skip
+    """Every method's answers (and margins) at its own layer: one run of the engine."""
+    methods = as_methods(ms)
+    cells = [Cell(b.name, m.name, layer_of[m.name], 0) for m in ms]
+    metric = ["open_ended"] + (["margin"] if b.eval_pairs else [])
+    settings = scoring_settings({b.name: b}, metric=metric, multipliers=multipliers,
+                                positions="all", max_new_tokens=max_new_tokens)  # fmt: skip
+    return run_grid(model, {b.name: b}, methods, cells, settings, config=config, folder=folder,
+                    per_item=True, executor=executor, progress=False)  # fmt: skip
+
+
+def _costs(items: pd.DataFrame, recipes: Mapping[tuple[str, str], str]) -> pd.DataFrame:
+    """Per cell and metric: how it was made, its build and scoring time, where it ran."""
+    costs = (
+        items.groupby(CELL + ["metric"], sort=False)
+        .agg(build_seconds=("seconds", "first"), metric_seconds=("metric_seconds", "first"),
+             device=("device", "first"), norm=("norm", "first"))
+        .reset_index()
+    )  # fmt: skip
+    costs["recipe"] = [recipes[(d, m)] for d, m in zip(costs["dataset"], costs["method"],
+                                                       strict=True)]  # fmt: skip
+    return costs
+
+
+__all__ = [
+    "CoherenceBudget",
+    "Comparison",
+    "choose_layers",
+    "compare_methods",
+    "compare_points",
+    "operating_points",
+    "split_questions",
+]

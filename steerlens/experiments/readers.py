@@ -1,0 +1,86 @@
+"""Readers' verdicts beside the judge's: the same comparisons made on labelled answers.
+
+Where readers labelled some of the answers a comparison is made of (the gold files label the
+results cells' answers to 14 questions per behaviour at a few multipliers), the comparison can
+be made twice on those questions: once with the judge's scores and once with the readers'
+stance (mean label, halved to the judge's 0..1 scale). :func:`reader_verdicts` does both, each
+with a paired bootstrap interval over the labelled questions, and says where they disagree.
+
+Examples:
+    >>> import pandas as pd
+    >>> cond = pd.DataFrame({"method": ["a", "a", "b", "b"] * 2, "item": [0] * 4 + [1] * 4,
+    ...                      "multiplier": [-1.0, 1.0] * 4})
+    >>> items = cond.assign(dataset="d", behaviour=[0.2, 0.8, 0.4, 0.6] * 2)
+    >>> labels = cond.assign(behaviour="d", stance=[-1.0, 1.0, 0.0, 0.0] * 2)
+    >>> verdicts = pd.DataFrame({"dataset": ["d"], "a": ["a"], "b": ["b"], "m_a": [1.0],
+    ...                          "m_b": [1.0]})
+    >>> row = reader_verdicts(items, labels, verdicts).iloc[0]
+    >>> round(float(row["judge"]), 2), round(float(row["readers"]), 2), int(row["questions"])
+    (0.4, 1.0, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from steerlens.core.intervals import SEED, paired_difference
+
+
+def _ranges(table: pd.DataFrame, method: str, m: float, value: str) -> pd.Series:
+    """Per labelled question (``item``): ``value`` at +m minus at -m for ``method``."""
+    sel = table[table["method"] == method]
+    hi = sel[sel["multiplier"] == m].groupby("item")[value].mean()
+    lo = sel[sel["multiplier"] == -m].groupby("item")[value].mean()
+    return (hi - lo).dropna()
+
+
+def reader_verdicts(
+    items: pd.DataFrame, labels: pd.DataFrame, verdicts: pd.DataFrame, *, seed: int = SEED
+) -> pd.DataFrame:
+    """Each verdict's comparison (``a`` at ``m_a`` minus ``b`` at ``m_b``) on the labelled
+    questions, by the judge (``items``' ``behaviour`` scores) and by the readers (``labels``'
+    ``stance`` / 2), with intervals and verdicts; ``agree`` says whether the two verdicts are
+    the same. A comparison whose multipliers the readers did not label says so.
+
+    Args:
+        items: judged open-ended answers (``dataset``, ``method``, ``item``, ``multiplier``,
+            ``behaviour``).
+        labels: labelled answers (``behaviour`` = dataset, ``method``, ``item``,
+            ``multiplier``, ``stance``), e.g. :func:`~steerlens.evaluation.agreement.load_labels`.
+        verdicts: rows with ``dataset``, ``a``, ``b``, ``m_a``, ``m_b``.
+    """
+    rows = []
+    lab = labels.assign(readers=labels["stance"] / 2)
+    for v in verdicts.itertuples(index=False):
+        row: dict[str, Any] = {"dataset": v.dataset, "a": v.a, "b": v.b, "m_a": v.m_a,
+                               "m_b": v.m_b}  # fmt: skip
+        mine = lab[lab["behaviour"] == v.dataset]
+        judged = items[items["dataset"] == v.dataset]
+        if not (math.isfinite(v.m_a) and math.isfinite(v.m_b)):
+            rows.append({**row, "note": "no operating point"})
+            continue
+        per = {}
+        for who, table, value in (("readers", mine, "readers"), ("judge", judged, "behaviour")):
+            ra = _ranges(table, v.a, float(v.m_a), value)
+            rb = _ranges(table, v.b, float(v.m_b), value)
+            per[who] = pd.concat([ra.rename("a"), rb.rename("b")], axis=1, join="inner")
+        qs = per["readers"].index.intersection(per["judge"].index)
+        if len(qs) < 2:
+            rows.append({**row, "note": "the readers labelled no answers at these multipliers"})
+            continue
+        for who in ("judge", "readers"):
+            both = per[who].loc[qs]
+            iv = paired_difference(both["a"].to_numpy(), both["b"].to_numpy(), seed=seed)
+            row.update({who: iv.estimate, f"{who}_low": iv.low, f"{who}_high": iv.high,
+                        f"{who}_verdict": iv.verdict})  # fmt: skip
+        row["questions"] = len(qs)
+        row["agree"] = row["judge_verdict"] == row["readers_verdict"]
+        rows.append(row)
+    out = pd.DataFrame.from_records(rows)
+    return out
+
+
+__all__ = ["reader_verdicts"]
