@@ -25,7 +25,8 @@ from sklearn.linear_model import LogisticRegression
 
 import steerlens as sl
 from steerlens.evaluation.agreement import agreement_from_scores, load_labels
-from steerlens.evaluation.judge import SentenceEmbedder, answer_texts, question_stem
+from steerlens.evaluation.answers import question_stem
+from steerlens.evaluation.judge import SentenceEmbedder, answer_texts
 
 warnings.filterwarnings("ignore")
 sys.path.insert(0, str(Path(__file__).resolve().parent))

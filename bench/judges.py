@@ -31,7 +31,7 @@ from _common import DOCS, ROOT, git_rev, machine, md_table, require_shared  # no
 
 import steerlens as sl  # noqa: E402
 from steerlens.evaluation.agreement import agreement_from_scores, load_labels  # noqa: E402
-from steerlens.evaluation.judge import score_answers  # noqa: E402
+from steerlens.evaluation.answers import score_answers
 from steerlens.evaluation.openended import distinct_n, repetition  # noqa: E402
 
 CACHE = ROOT / "bench" / "cache" / "results"

@@ -177,7 +177,7 @@ def test_compare_methods_tables(comparison):
     # every operating point within the (loose) budget, reported on 4 held-out questions
     assert (c.operating_points["n_report"] == 4).all()
     assert {"behaviour_low", "behaviour_high", "perplexity", "distinct2"} <= set(c.tradeoff)
-    assert c.settings["budget"] == {"perplexity": 100, "distinct2": 0.0}
+    assert c.settings["budget"] == {"perplexity": 100, "distinct2": 0.0, "repetition": None}
 
 
 def test_compare_methods_rerun_reads_the_cache(comparison):

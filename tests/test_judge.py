@@ -6,7 +6,8 @@ import torch
 
 import steerlens as sl
 from steerlens.core.errors import ConfigError, DataError
-from steerlens.evaluation.judge import SentenceEmbedder, answer_texts, choice_text, judge_scores
+from steerlens.evaluation.answers import choice_text, judge_scores
+from steerlens.evaluation.judge import SentenceEmbedder, answer_texts
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_judge_on_a_behaviour_never_tuned_on(shared_data, embedder):
 def test_context_judge_reads_the_question_and_accuracy_has_an_interval():
     """A behaviour the answer alone cannot show: 'yes' is the matching answer only when the
     question states an opinion. A context judge separates it; the answer-only judge cannot."""
-    from steerlens.evaluation.judge import in_context, judged_texts, question_stem
+    from steerlens.evaluation.answers import in_context, judged_texts, question_stem
 
     def embed(texts):  # features: does the text say "I think" and does it say "Yes"
         return np.array([[float("I think" in t), float("Yes" in t), float(("I think" in t) == (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import steerlens as sl
-from steerlens.evaluation.judge import score_answers
+from steerlens.evaluation.answers import score_answers
 from steerlens.evaluation.rubric import AXBENCH, DIGITS, RubricJudge
 
 ANSWERS = ["I would gladly take the power.", "No, humans should decide.", "Bananas are yellow."]

@@ -45,11 +45,11 @@ def test_sweep_bipo_free_text_uses_margin(tiny):
 def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
     """sweep_layers runs on sweep_grid's cell cache: an interrupted sweep keeps its finished
     layers, and a rerun builds only the missing ones."""
-    from steerlens.experiments import grid
+    from steerlens.methods import registry
 
     train, ev = data
     calls = []
-    real = grid.caa_vector
+    real = registry.caa_vector
 
     def spy(model, pairs, **kw):
         calls.append(kw["layers"])
@@ -57,7 +57,7 @@ def test_sweep_resumes_from_cache(tiny, data, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(model, pairs, **kw)
 
-    monkeypatch.setattr(grid, "caa_vector", spy)
+    monkeypatch.setattr(registry, "caa_vector", spy)
     with pytest.raises(KeyboardInterrupt):
         sl.sweep_layers(
             tiny, train, ev, layers=[1, 2], method="caa", cache_dir=tmp_path, progress=False

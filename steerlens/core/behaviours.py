@@ -83,7 +83,12 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def behaviour_files(name: str, root: str | os.PathLike[str] | None = None) -> BehaviourFiles:
-    """The files of behaviour ``name`` under ``root`` (they need not exist yet)."""
+    """The files of behaviour ``name`` under ``root`` (they need not exist yet).
+
+    Examples:
+        >>> behaviour_files("power-seeking", "data").train.as_posix()
+        'data/bipo/power-seeking/train.csv'
+    """
     base = Path(root) if root is not None else data_root()
     if name in BIPO_BEHAVIOURS:
         d = base / "bipo" / name
@@ -109,6 +114,13 @@ def load_behaviour(
 
     Training and held-out files are read with ``duplicates="ignore"`` (the public files repeat
     some rows) and ``invalid`` (default: malformed rows skipped with one warning).
+
+    Examples:
+        >>> import tempfile
+        >>> load_behaviour("power-seeking", tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        steerlens.core.errors.DataError: ...train.csv: no such file
     """
     f = behaviour_files(name, data_root(root))
     pairs = load_pairs(f.train, invalid=invalid, duplicates="ignore")

@@ -16,6 +16,7 @@ computed once instead of twice. Whether a model honours such a mask is probed on
 Examples:
     >>> import steerlens as sl
     >>> model = sl.tiny_model(n_layers=2)
+    >>> from steerlens.core.encoding import encode_pairs
     >>> pairs = [sl.PreferencePair("Want power?", "Yes.", "No.")]
     >>> lp = pair_logprobs(model, encode_pairs(model.tokenizer, pairs))
     >>> lp.shape

@@ -26,7 +26,7 @@ Examples:
     ...     "answer": "x", "method": "caa", "multiplier": [-1.0, 1.0] * 4,
     ...     "stance": [-1.0, 1.0] * 4})
     >>> row = agreement_from_scores(labels, np.tile([0.2, 0.8], 4), ranges=[("caa", 1.0)])
-    >>> float(row["rank_corr"].iloc[0]), float(row["range_error"].iloc[0])
+    >>> round(float(row["rank_corr"].iloc[0]), 6), round(float(row["range_error"].iloc[0]), 6)
     (1.0, 0.4)
 """
 
@@ -72,6 +72,15 @@ def load_labels(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
 
     Raises:
         DataError: a missing file, or a row without a field, naming file and row.
+
+    Examples:
+        >>> import json, os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "b.jsonl")
+        >>> row = {"behaviour": "b", "question": "q", "answer": "a", "method": "caa",
+        ...        "multiplier": 1, "stance": [1, 0], "fluency": [2, 2]}
+        >>> _ = open(path, "w").write(json.dumps(row) + "\\n")
+        >>> load_labels(path)[["stance", "fluency"]].values.tolist()
+        [[0.5, 2.0]]
     """
     if isinstance(path, (list, tuple)):
         return pd.concat([load_labels(p) for p in path], ignore_index=True)
@@ -200,11 +209,21 @@ def judge_agreement(
     Args:
         judge: a :class:`~steerlens.evaluation.judge.BehaviourJudge`, any callable ``texts ->
             scores`` in 0..1, or a mapping ``{behaviour: judge}``; each answer is scored with
-            its question (:func:`~steerlens.evaluation.judge.score_answers`).
+            its question (:func:`~steerlens.evaluation.answers.score_answers`).
         labels: :func:`load_labels`' table, or a path it reads.
         ranges: the ``(method, m)`` comparisons whose range error is averaged.
+
+    Examples:
+        >>> import pandas as pd
+        >>> labels = pd.DataFrame({"behaviour": "b", "question": ["q1", "q1", "q2", "q2"],
+        ...     "answer": ["yes", "no", "yes", "no"], "method": "caa",
+        ...     "multiplier": [1.0, -1.0] * 2, "stance": [1.0, -1.0] * 2})
+        >>> judge = lambda texts: [0.9 if t == "yes" else 0.1 for t in texts]
+        >>> row = judge_agreement(judge, labels, ranges=[("caa", 1.0)], n_boot=10).iloc[0]
+        >>> round(float(row["cond_corr"]), 3), round(float(row["range_error"]), 3)
+        (1.0, 0.2)
     """
-    from steerlens.evaluation.judge import score_answers
+    from steerlens.evaluation.answers import score_answers
 
     table = labels if isinstance(labels, pd.DataFrame) else load_labels(labels)
     scores = np.zeros(len(table))
@@ -217,7 +236,7 @@ def judge_agreement(
 
 
 def export_for_labelling(
-    items: pd.DataFrame,
+    answers: pd.DataFrame,
     path: str | os.PathLike[str],
     *,
     n: int | None = None,
@@ -226,7 +245,7 @@ def export_for_labelling(
 ) -> tuple[Path, Path]:
     """Write a blind, shuffled sample of answers for readers, and its key apart.
 
-    ``items`` has ``question`` (or ``prompt``) and ``answer`` (or ``text``) columns and any
+    ``answers`` has ``question`` (or ``prompt``) and ``answer`` (or ``text``) columns and any
     condition columns (``behaviour``, ``method``, ``multiplier`` ...). ``path`` (a CSV) gets
     ``id, question, answer`` and empty ``stance`` and ``fluency`` columns, rows shuffled: the
     readers see no condition. ``<path stem>.key.csv`` maps each ``id`` to its row's conditions;
@@ -234,13 +253,20 @@ def export_for_labelling(
 
     Returns:
         ``(sheet, key)`` paths.
+
+    Examples:
+        >>> import pandas as pd, tempfile, os
+        >>> answers = pd.DataFrame({"prompt": ["Q?"], "text": ["A."], "multiplier": [1.0]})
+        >>> sheet, key = export_for_labelling(answers, os.path.join(tempfile.mkdtemp(), "s.csv"))
+        >>> list(pd.read_csv(sheet).columns), "multiplier" in pd.read_csv(key)
+        (['id', 'question', 'answer', 'stance', 'fluency'], True)
     """
     from steerlens.core.fileio import atomic_write
 
-    df = items.rename(columns={"prompt": "question", "text": "answer"}).reset_index(drop=True)
+    df = answers.rename(columns={"prompt": "question", "text": "answer"}).reset_index(drop=True)
     for col in ("question", "answer"):
         if col not in df:
-            raise DataError(f"export_for_labelling: items need a {col!r} column")
+            raise DataError(f"export_for_labelling: answers need a {col!r} column")
     order = np.random.default_rng(seed).permutation(len(df))[: n or len(df)]
     sample = df.iloc[order].reset_index(drop=True)
     sample.insert(0, "id", [f"a{i:05d}" for i in range(len(sample))])
@@ -266,6 +292,15 @@ def read_labels(
     Raises:
         DataError: a sheet row whose stance is not -1, 0 or 1 (or fluency not 0, 1 or 2), or
             whose ``id`` is not in the key, naming sheet and row.
+
+    Examples:
+        >>> import pandas as pd, tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> answers = pd.DataFrame({"prompt": ["Q?"], "text": ["A."], "multiplier": [1.0]})
+        >>> sheet, key = export_for_labelling(answers, os.path.join(folder, "s.csv"))
+        >>> pd.read_csv(sheet).assign(stance=1, fluency=2).to_csv(sheet, index=False)
+        >>> read_labels(sheet, key)[["answer", "multiplier", "stance"]].values.tolist()
+        [['A.', 1.0, 1.0]]
     """
     paths = [sheets] if isinstance(sheets, (str, os.PathLike)) else list(sheets)
     k = pd.read_csv(key)

@@ -30,8 +30,8 @@ from steerlens.core.data import DEFAULT_SYSTEM_PROMPT
 from steerlens.core.encoding import encode_prompt
 from steerlens.core.errors import ConfigError, DataError
 from steerlens.core.hooks import pad_token_id
+from steerlens.evaluation.answers import Judge, judge_scores, judged_texts
 from steerlens.evaluation.generation import GREEDY, Sampling, generate
-from steerlens.evaluation.judge import Judge, judge_scores, judged_texts
 from steerlens.evaluation.scoring import (
     DEFAULT_MULTIPLIERS,
     AnySteering,

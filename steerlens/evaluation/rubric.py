@@ -99,7 +99,17 @@ class RubricJudge:
 
     The score is ``sum_k p_k * k / (K - 1)`` over the scale's ``K`` ratings, ``p`` the
     next-token probabilities restricted to the rating tokens.
+
+    Examples:
+        >>> import steerlens as sl
+        >>> judge = RubricJudge(sl.tiny_model(n_layers=1), rubric="power-seeking")
+        >>> s = judge.score_answers(["I will take over."], ["Would you take control?"])
+        >>> s.shape, bool(0 <= s[0] <= 1)
+        ((1,), True)
     """
+
+    #: it reads each answer with its question (``score_answers`` asks it directly)
+    reads_questions = True
 
     def __init__(
         self,

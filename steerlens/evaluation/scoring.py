@@ -3,7 +3,7 @@ vectors and multipliers in one pass, and the labels every results table shares.
 
 Examples:
     >>> positions_label("all"), vector_labels([None])
-    ('all', ['unsteered'])
+    ('all', ['none'])
 """
 
 from __future__ import annotations

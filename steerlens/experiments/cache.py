@@ -23,7 +23,7 @@ import pandas as pd
 
 from steerlens.core.data import PreferencePair
 from steerlens.core.fileio import atomic_write
-from steerlens.evaluation.judge import score_answers
+from steerlens.evaluation.answers import score_answers
 from steerlens.evaluation.scoring import perplexity
 from steerlens.experiments.vocabulary import (
     Behaviour,

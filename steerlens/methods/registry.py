@@ -44,6 +44,11 @@ class MethodKind:
         config_class: its settings class (None: it has no settings).
         seeded: whether its vector depends on the seed.
         summary: one line for listings.
+
+    Examples:
+        >>> kind = method_kind("caa")
+        >>> kind.makes_vector, kind.config_for(None) is None
+        (True, True)
     """
 
     name: str
@@ -100,7 +105,12 @@ def register_method(kind: MethodKind, *, replace: bool = False) -> MethodKind:
 
 
 def method_names(*, vectors_only: bool = False) -> tuple[str, ...]:
-    """The registered methods' names, in registration order."""
+    """The registered methods' names, in registration order.
+
+    Examples:
+        >>> method_names(vectors_only=True)
+        ('bipo', 'reps', 'caa', 'pca')
+    """
     return tuple(n for n, k in REGISTRY.items() if k.makes_vector or not vectors_only)
 
 

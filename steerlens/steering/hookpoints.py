@@ -380,7 +380,7 @@ def is_steered(model: Any) -> bool:
     Examples:
         >>> import torch, steerlens as sl
         >>> m = sl.tiny_model(n_layers=1, d_model=32)
-        >>> v = SteeringVector({"blocks.0.hook_resid_post": torch.ones(32)})
+        >>> v = sl.SteeringVector({"blocks.0.hook_resid_post": torch.ones(32)})
         >>> with v.apply(m):
         ...     print(is_steered(m))
         True

@@ -12,7 +12,8 @@ members, without a union of types.
 Examples:
     >>> import torch, steerlens as sl
     >>> v = sl.SteeringVector({"blocks.1.hook_resid_post": torch.ones(4)})
-    >>> isinstance(v, Steering), isinstance(sl.Intervention([sl.Ablate(v)]), Steering)
+    >>> ablate = sl.Intervention([("blocks.1.hook_resid_post", sl.Ablate(torch.ones(4)))])
+    >>> isinstance(v, Steering), isinstance(ablate, Steering)
     (True, True)
     >>> isinstance("not a steering", Steering)
     False
@@ -25,7 +26,14 @@ from typing import Any, Protocol, runtime_checkable
 
 @runtime_checkable
 class Steering(Protocol):
-    """The four members every steering object has (see the module docstring)."""
+    """The four members every steering object has (see the module docstring).
+
+    Examples:
+        >>> import torch, steerlens as sl
+        >>> v = sl.SteeringVector({"blocks.1.hook_resid_post": torch.ones(4)})
+        >>> isinstance(sl.RowSteering([v, None]), Steering)
+        True
+    """
 
     @property
     def hook_names(self) -> list[str]:
