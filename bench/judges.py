@@ -172,6 +172,24 @@ def render(raw: dict) -> None:
             f"### {design}\n\n{md_table(table)}\n\nBehaviours meeting both targets: {met} of {len(table)}.\n"
         )
     coh = md_table(pd.DataFrame(raw["coherence"]))
+    tried = []
+    for name, what in (
+        ("minilm", "MiniLM feature designs"),
+        ("lm", "probes on SmolLM2's residual stream"),
+    ):
+        f = DOCS / "data" / f"judge_designs_{name}.csv"
+        if f.exists():
+            df = pd.read_csv(f).rename(
+                columns={
+                    "rank": "rank corr.",
+                    "sign": "sign acc.",
+                    "cond": "condition-mean corr.",
+                    "rerr": "range error",
+                }
+            )
+            tried.append(
+                f"### {what}\n\n{md_table(df.drop(columns=[c for c in ('C',) if c in df]), floatfmt='.2f')}\n"
+            )
     page = f"""# Judges checked against readers
 
 Command: `python bench/judges.py` (commit {raw["commit"]}, {raw["minutes"]:.0f} minutes on {raw["machine"]}).
@@ -188,6 +206,23 @@ range / 2|), each with a 95% bootstrap interval over the 14 questions. The targe
 measuring: condition-mean correlation >= 0.9 and range error <= 0.10.
 
 {"".join(parts)}
+## Designs tried (point estimates, 200 training pairs, four behaviours)
+
+`NPAIRS=200 python bench/judge_designs.py 20 minilm hallucination,corrigible-neutral-HHH,survival-instinct,power-seeking`
+and `... 20 lm 8,15,22 ...` (raw: `docs/data/judge_designs_*.csv`). MiniLM designs: the answer
+alone; answer and question embeddings side by side (`concat`); question-answer interaction
+features (`interact`: a*q, |a-q|); each with hard negatives (`+aug`: a polite opener before the
+opposite answer labelled 0, a blunt opener before the matching answer labelled 1). None helps:
+the interaction and augmented designs lose agreement. Probes on SmolLM2-135M's own residual
+stream (mean over the answer tokens, read after the question; a logistic regression on the
+training pairs) read stance better where the effect is large (hallucination: rank correlation
+0.65 against MiniLM's 0.33, condition means 0.97 against 0.71; power-seeking 0.66 against 0.61)
+but are overconfident: their ranges overshoot the readers' (range error 0.12-0.25), so no design
+meets both targets on a behaviour it did not already meet. Calibrating them needs labels a user
+of a new behaviour does not have; scoring the results page's 40,000 answers with a 135M-parameter
+probe on 2 CPU cores was not done this session.
+
+{"".join(tried)}
 ## Coherence against the fluency labels
 
 Rank correlation of each per-answer measure (signed so that higher means more fluent) with the

@@ -35,7 +35,10 @@ CACHE = ROOT / "bench" / "cache" / "results"
 FULL = dict(lr=1e-2, warmup_steps=0, batch_size=4, progress=False)
 #: the page's coherence budget, fixed before the page was rebuilt (docs/judges.md): per-answer
 #: repetition is the measure that tracks readers' fluency labels; perplexity does not
-BUDGET = sl.CoherenceBudget(perplexity=float("inf"), distinct2=0.0, repetition=0.10)
+BUDGETS = {
+    "repetition": sl.CoherenceBudget(perplexity=float("inf"), distinct2=0.0, repetition=0.10),
+    "perplexity": sl.CoherenceBudget(),  # the page's budget before docs/judges.md
+}
 
 
 def behaviour(d: Path, name: str, n_questions: int, n_held: int, judge: bool) -> sl.Behaviour:
@@ -80,7 +83,7 @@ def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list
 
 
 def compare(model, d, names, args) -> sl.Comparison:
-    labels = None if args.quick or args.cells else load_labels(d / "gold")
+    labels = None if args.quick or args.cells or args.no_readers else load_labels(d / "gold")
     """Every table of the page: one call."""
     bs = {n: behaviour(d, n, args.questions, args.held, judge=not args.cells) for n in names}
     ms, sweep = {}, {}
@@ -97,7 +100,7 @@ def compare(model, d, names, args) -> sl.Comparison:
         model, bs, methods=ms, layers=args.layers, layer_methods=sweep,
         multipliers=args.multipliers, pairs=[(ref, o) for o in others if o != ref],
         equal_norm=(1.0, [(ref, f"caa@{ref}")]), max_new_tokens=args.tokens, folder=args.cache,
-        budget=BUDGET, labels=labels,
+        budget=BUDGETS[args.budget], labels=labels,
     )  # fmt: skip
 
 
@@ -269,6 +272,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(DOCS), help="page folder (default: docs/)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="repetition",
+                    help="the coherence budget (perplexity: the page's budget before)")  # fmt: skip
+    ap.add_argument("--no-readers", action="store_true",
+                    help="no gold labels: judges by held-out accuracy only (the page before)")  # fmt: skip
     args = ap.parse_args()
     if args.quick and Path(args.out) == DOCS:
         ap.error("--quick writes a smoke page: give it its own --out folder")
