@@ -17,7 +17,7 @@ def test_help_lists_subcommands():
         text=True,
         check=True,
     ).stdout
-    for sub in ("info", "train", "eval", "sweep", "grid", "compare", "project", "export"):
+    for sub in ("info", "train", "eval", "sweep", "grid", "cosine", "project", "export"):
         assert sub in out
 
 
@@ -30,7 +30,9 @@ def test_info_vector_compare_export(tmp_path, capsys):
     assert cli.main(["info", "--vector", str(pa)]) == 0
     out = capsys.readouterr().out
     assert "blocks.2.hook_resid_post: norm 5.0000" in out and '"method": "bipo"' in out
-    assert cli.main(["compare", str(pa), str(pb)]) == 0
+    assert cli.main(["cosine", str(pa), str(pb)]) == 0
+    assert "0.9600" in capsys.readouterr().out
+    assert cli.main(["compare", str(pa), str(pb)]) == 0  # the command's old name still works
     assert "0.9600" in capsys.readouterr().out
     assert cli.main(["export", str(pa), "--format", "gguf", "--out", str(tmp_path / "a.gguf")]) == 0
     back = sl.SteeringVector.from_gguf(tmp_path / "a.gguf")

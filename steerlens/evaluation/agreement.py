@@ -122,7 +122,10 @@ def load_labels(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
-    return pd.Series(x).rank().to_numpy()
+    """Ranks with ties averaged (as Spearman's correlation uses them)."""
+    from scipy.stats import rankdata
+
+    return np.asarray(rankdata(x), dtype=float)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -131,27 +134,34 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _stats(g: pd.DataFrame, ranges: Sequence[tuple[str, float]]) -> dict[str, float]:
-    """The four statistics of one behaviour's answers (``score`` and ``stance`` columns)."""
-    s, y = g["score"].to_numpy(float), g["stance"].to_numpy(float)
-    signed = y != 0
-    cond = g.groupby(["method", "multiplier"])[["score", "stance"]].mean()
-    errors = []
-    for method, m in ranges:
-        hi = g[(g["method"] == method) & (g["multiplier"] == m)]
-        lo = g[(g["method"] == method) & (g["multiplier"] == -m)]
-        if len(hi) and len(lo):
-            judge = hi["score"].mean() - lo["score"].mean()
-            readers = hi["stance"].mean() - lo["stance"].mean()
-            errors.append(abs(judge - readers / 2))
-    return {
-        "rank_corr": _corr(_rank(s), _rank(y)),
-        "sign_acc": float(((s[signed] > 0.5) == (y[signed] > 0)).mean())
-        if signed.any()
-        else np.nan,
-        "cond_corr": _corr(cond["score"].to_numpy(), cond["stance"].to_numpy()),
-        "range_error": float(np.mean(errors)) if errors else float("nan"),
-    }
+class _Answers:
+    """One behaviour's scored answers as arrays, for fast resampling by question."""
+
+    def __init__(self, g: pd.DataFrame, ranges: Sequence[tuple[str, float]]) -> None:
+        self.s, self.y = g["score"].to_numpy(float), g["stance"].to_numpy(float)
+        keys = list(zip(g["method"], g["multiplier"].astype(float), strict=True))
+        where = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        self.c = np.array([where[k] for k in keys])
+        self.n_cond = len(where)
+        self.pairs = [(where[(m, float(p))], where[(m, -float(p))]) for m, p in ranges
+                      if (m, float(p)) in where and (m, -float(p)) in where]  # fmt: skip
+        q = pd.factorize(g["question"])[0]
+        self.rows = [np.flatnonzero(q == i) for i in range(int(q.max()) + 1)]
+
+    def stats(self, idx: np.ndarray) -> dict[str, float]:
+        s, y, c = self.s[idx], self.y[idx], self.c[idx]
+        signed = y != 0
+        n = np.bincount(c, minlength=self.n_cond).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ms = np.bincount(c, s, self.n_cond) / n
+            my = np.bincount(c, y, self.n_cond) / n
+        seen = n > 0
+        errors = [abs((ms[h] - ms[lo]) - (my[h] - my[lo]) / 2) for h, lo in self.pairs
+                  if seen[h] and seen[lo]]  # fmt: skip
+        sign = float(((s[signed] > 0.5) == (y[signed] > 0)).mean()) if signed.any() else np.nan
+        return {"rank_corr": _corr(_rank(s), _rank(y)), "sign_acc": sign,
+                "cond_corr": _corr(ms[seen], my[seen]),
+                "range_error": float(np.mean(errors)) if errors else float("nan")}  # fmt: skip
 
 
 def agreement_from_scores(
@@ -177,12 +187,12 @@ def agreement_from_scores(
     for behaviour, g in df.groupby("behaviour", sort=False):
         row: dict[str, Any] = {"behaviour": behaviour, "n": len(g),
                                "questions": g["question"].nunique()}  # fmt: skip
-        row.update(_stats(g, ranges))
-        groups = [x for _, x in g.groupby("question", sort=False)]
+        answers = _Answers(g, ranges)
+        row.update(answers.stats(np.arange(len(g))))
         boots = []
         for _ in range(n_boot):
-            pick = rng.integers(0, len(groups), len(groups))
-            boots.append(_stats(pd.concat([groups[i] for i in pick]), ranges))
+            pick = rng.integers(0, len(answers.rows), len(answers.rows))
+            boots.append(answers.stats(np.concatenate([answers.rows[i] for i in pick])))
         for stat in STATS:
             vals = np.array([b[stat] for b in boots], dtype=float)
             vals = vals[np.isfinite(vals)]
