@@ -33,8 +33,8 @@ CAA = ("corrigible-neutral-HHH", "survival-instinct", "sycophancy", "refusal", "
 CONTEXT_JUDGE = ("sycophancy",)  # agreeing is sycophantic only given the user's stated view
 CACHE = ROOT / "bench" / "cache" / "results"
 FULL = dict(lr=1e-2, warmup_steps=0, batch_size=4, progress=False)
-#: the page's coherence budget, fixed before the page was rebuilt (docs/judges.md): per-answer
-#: repetition is the measure that tracks readers' fluency labels; perplexity does not
+#: coherence budgets: "repetition" is fixed from docs/judges.md (per-answer repetition tracks
+#: readers' fluency labels, perplexity does not); "perplexity" is the committed page's
 BUDGETS = {
     "repetition": sl.CoherenceBudget(perplexity=float("inf"), distinct2=0.0, repetition=0.10),
     "perplexity": sl.CoherenceBudget(),  # the page's budget before docs/judges.md
@@ -83,7 +83,7 @@ def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list
 
 
 def compare(model, d, names, args) -> sl.Comparison:
-    labels = None if args.quick or args.cells or args.no_readers else load_labels(d / "gold")
+    labels = load_labels(d / "gold") if args.readers and not (args.quick or args.cells) else None
     """Every table of the page: one call."""
     bs = {n: behaviour(d, n, args.questions, args.held, judge=not args.cells) for n in names}
     ms, sweep = {}, {}
@@ -272,10 +272,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(DOCS), help="page folder (default: docs/)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--budget", choices=sorted(BUDGETS), default="repetition",
-                    help="the coherence budget (perplexity: the page's budget before)")  # fmt: skip
-    ap.add_argument("--no-readers", action="store_true",
-                    help="no gold labels: judges by held-out accuracy only (the page before)")  # fmt: skip
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="perplexity",
+                    help="the coherence budget (repetition: the measure that tracks readers' "
+                    "fluency, docs/judges.md; the committed page used perplexity)")  # fmt: skip
+    ap.add_argument("--readers", action="store_true",
+                    help="gate judges by their agreement with the gold labels and put the "
+                    "readers' verdicts beside the judge's")  # fmt: skip
     args = ap.parse_args()
     if args.quick and Path(args.out) == DOCS:
         ap.error("--quick writes a smoke page: give it its own --out folder")
