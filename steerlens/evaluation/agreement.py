@@ -84,7 +84,7 @@ def load_labels(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
     """
     if isinstance(path, (list, tuple)):
         return pd.concat([load_labels(p) for p in path], ignore_index=True)
-    p = Path(path)
+    p = Path(path)  # type: ignore[arg-type]
     if p.is_dir():
         files = sorted(p.glob("*.jsonl")) + sorted(p.glob("*.csv"))
         if not files:
