@@ -30,7 +30,7 @@ from steerlens.core.data import DEFAULT_SYSTEM_PROMPT
 from steerlens.core.encoding import encode_prompt
 from steerlens.core.errors import ConfigError, DataError
 from steerlens.core.hooks import pad_token_id
-from steerlens.evaluation.answers import Judge, judge_scores, judged_texts
+from steerlens.evaluation.answers import Judge, score_answers
 from steerlens.evaluation.generation import GREEDY, Sampling, generate
 from steerlens.evaluation.scoring import (
     DEFAULT_MULTIPLIERS,
@@ -194,7 +194,7 @@ def open_ended_score(
     items["perplexity"] = perplexity(nll, count)
     items.insert(0, "method", labels)
     if judge is not None:
-        items["behaviour"] = judge_scores(judge, judged_texts(judge, items))
+        items["behaviour"] = score_answers(judge, items["text"].tolist(), items["prompt"].tolist())
     items["nll"], items["tokens"] = nll, count
     items["distinct2"] = [distinct_n([t]) for t in items["text"]]
     return items if per_item else summarize_open_ended(items)

@@ -56,7 +56,7 @@ def cell_folder(
     if method.norm_of is not None:
         recipe["norm_recipe"] = methods[method.norm_of].recipe(default)
     used = behaviour.pairs if method.n_pairs is None else behaviour.pairs[: method.n_pairs]
-    train = [] if not method.makes_vector else pairs_json(used)
+    train = pairs_json(used) if method.makes_vector else []
     return root / f"{cell.key}-{hash_parts(train, recipe, cell.layer, cell.seed)}"
 
 
@@ -71,7 +71,7 @@ def metric_file(folder: Path, metric: str, behaviour: Behaviour, method: Method,
             data.append(list(behaviour.system_prompts() or ()))
     else:
         data = list(s.kl_texts)
-    mults = [-1.0, 0.0, 1.0] if not method.makes_vector else list(s.multipliers)
+    mults = list(s.multipliers) if method.makes_vector else [-1.0, 0.0, 1.0]
     return folder / f"{metric}-{hash_parts(metric, data, mults, pos)}.json"
 
 
