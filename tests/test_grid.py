@@ -101,6 +101,58 @@ def test_a_new_metric_reuses_the_trained_vectors(serial, grid_model, datasets):
     assert_same_table(df, kl)
 
 
+def test_metric_files_record_their_vector_and_a_deleted_vector_recomputes(tmp_path, grid_model,
+                                                                           datasets):  # fmt: skip
+    """Every metric file records the hash of the vector its scores came from; deleting the vector
+    rebuilds it and rescores, never keeping the old vector's scores."""
+    from steerlens.experiments.cache import file_hash
+
+    calls = []
+
+    def noisy(model, pairs, *, layers):  # a method whose rebuilt vector differs
+        calls.append(1)
+        g = torch.Generator().manual_seed(len(calls))
+        return sl.SteeringVector({f"blocks.{layers}.hook_resid_post": torch.randn(32, generator=g)})
+
+    kw = dict(layers=[1], methods=[noisy], multipliers=(-1, 0, 1), progress=False, per_item=True)
+    first = sl.sweep_grid(grid_model, {"free": datasets["free"]}, folder=tmp_path, **kw)
+    (cell,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (metric,) = cell.glob("margin-*.json")
+    vec = cell / "vector.safetensors"
+    assert json.loads(metric.read_text())["vector"] == file_hash(vec)
+    again = sl.sweep_grid(grid_model, {"free": datasets["free"]}, folder=tmp_path, **kw)
+    assert len(calls) == 1 and first["value"].tolist() == again["value"].tolist()
+    vec.unlink()
+    third = sl.sweep_grid(grid_model, {"free": datasets["free"]}, folder=tmp_path, **kw)
+    assert len(calls) == 2
+    assert json.loads(metric.read_text())["vector"] == file_hash(vec)
+    steered = third["multiplier"] != 0
+    assert third.loc[steered, "value"].tolist() != first.loc[steered, "value"].tolist()
+
+
+def test_judge_scores_are_read_from_the_cache_on_a_rerun(tmp_path, grid_model, datasets):
+    class Counting:
+        key = "counting-judge"
+        seen = 0
+
+        def __call__(self, texts):
+            Counting.seen += len(texts)
+            return [len(t) % 5 / 5 for t in texts]
+
+    b = sl.Behaviour("free", datasets["free"][0], questions=["Hi?", "Why?"], judge=Counting())
+    kw = dict(layers=[1], methods=["caa"], multipliers=(-1, 0, 1), metric="open_ended",
+              max_new_tokens=3, progress=False, per_item=True)  # fmt: skip
+    first = sl.sweep_grid(grid_model, {"free": b}, folder=tmp_path, **kw)
+    assert Counting.seen == 6
+    again = sl.sweep_grid(grid_model, {"free": b}, folder=tmp_path, **kw)
+    assert Counting.seen == 6 and again["behaviour"].tolist() == first["behaviour"].tolist()
+    (judged,) = tmp_path.glob("*/judged-counting-judge-*.json")
+    saved = json.loads(judged.read_text())
+    judged.write_text(json.dumps({**saved, "answers": "other answers"}))
+    sl.sweep_grid(grid_model, {"free": b}, folder=tmp_path, **kw)
+    assert Counting.seen == 12  # scores of other answers are never reused
+
+
 def test_bad_cell_is_named_and_others_are_kept(tmp_path, grid_model, datasets):
     with pytest.raises(sl.SweepError, match=r"cell ab__caa__L7__s0: HookError") as err:
         sl.sweep_grid(

@@ -75,6 +75,29 @@ def metric_file(folder: Path, metric: str, behaviour: Behaviour, method: Method,
     return folder / f"{metric}-{hash_parts(metric, data, mults, pos)}.json"
 
 
+def file_hash(path: Path) -> str | None:
+    """A short SHA-256 of a file's bytes (None: no file): what a metric file records of the
+    vector its answers came from."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
+
+
+def stale_metrics(paths: Mapping[str, Path], vector: Path, *, rebuilt: bool = False) -> list[str]:
+    """The metrics whose file is missing or came from another vector than ``vector`` (the
+    cell's ``vector.safetensors``): a file records its vector's :func:`file_hash`, so a deleted
+    or rebuilt vector never keeps another vector's answers. Files written before vectors were
+    kept record none: they are read as they are, unless the vector was just ``rebuilt``."""
+    current = file_hash(vector)
+    out = []
+    for metric, path in paths.items():
+        if not path.exists():
+            out.append(metric)
+            continue
+        recorded = json.loads(path.read_text()).get("vector")
+        if (recorded is not None or rebuilt) and recorded != current:
+            out.append(metric)
+    return out
+
+
 def write_json(path: Path, payload: Any) -> None:
     text = json.dumps(payload)
 
@@ -107,16 +130,19 @@ def judged(judge: Any, answers: pd.DataFrame, path: Path) -> Any:
     """The judge's scores of a metric file's answers, cached beside it as
     ``judged-<judge key>-<file stem>.json`` for a judge with a ``key`` (a fitted
     :class:`~steerlens.evaluation.judge.BehaviourJudge`, an LLM rubric judge): a rerun with the
-    same judge reads them; another judge has another key and never reads them."""
+    same judge reads them; another judge has another key and never reads them, and the file
+    records a hash of the answers it scored, so answers written again are judged again."""
     key = getattr(judge, "key", None)
     cache = path.with_name(f"judged-{key}-{path.stem}.json") if isinstance(key, str) else None
+    texts, prompts = answers["text"].tolist(), answers["prompt"].tolist()
+    digest = hash_parts(texts, prompts)
     if cache is not None and cache.exists():
-        scores = json.loads(cache.read_text())
-        if len(scores) == len(answers):
-            return scores
-    scores = score_answers(judge, answers["text"].tolist(), answers["prompt"].tolist()).tolist()
+        saved = json.loads(cache.read_text())
+        if isinstance(saved, dict) and saved.get("answers") == digest:
+            return saved["scores"]
+    scores = score_answers(judge, texts, prompts).tolist()
     if cache is not None:
-        write_json(cache, scores)
+        write_json(cache, {"answers": digest, "scores": scores})
     return scores
 
 

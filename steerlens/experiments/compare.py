@@ -23,6 +23,12 @@ cached and resumed there) that returns every table a results page needs (:class:
    ``min_judge_accuracy`` (0.7) is "not judged" instead of ranked.
 4. **Equal norm.** The same comparison at one fixed multiplier (all questions), for methods
    rescaled to a reference's norm (``Method(..., norm_of=...)``).
+5. **A second look** (:mod:`steerlens.experiments.crossfit`): the same comparisons
+   cross-fitted (chosen on each half, reported on the other, every question reported once),
+   the interval from a bootstrap of the whole choose-and-report, Holm's adjustment over every
+   judged comparison, the share of 20 random splits that give the same verdict; a method
+   whose best in-budget range is not positive has no operating point. Per-item reliability of
+   the margins (Tan et al., 2024) per cell (:mod:`steerlens.experiments.reliability`).
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ from steerlens.core.intervals import (
     format_interval,
 )
 from steerlens.evaluation.scoring import DEFAULT_MULTIPLIERS
+from steerlens.experiments.crossfit import cross_fitted_points, cross_fitted_verdicts
 from steerlens.experiments.grid import run_grid, scoring_settings, sweep_grid
-from steerlens.experiments.readers import reader_verdicts
+from steerlens.experiments.readers import crossfit_reader_verdicts, reader_verdicts
+from steerlens.experiments.reliability import reliability
 from steerlens.experiments.summary import summarize
 from steerlens.experiments.verdicts import (
     CELL,
@@ -74,6 +82,15 @@ class Comparison:
         costs: per cell, how it was made (``recipe``), the vector's build time, the
             answers' generation time and where it ran.
         settings: budget, seeds, multipliers (recorded for the page).
+        readers: the verdicts again with the readers' labels (``labels=``).
+        crossfit_points: each method's cross-fitted range
+            (:func:`~steerlens.experiments.crossfit.cross_fitted_points`).
+        crossfit_verdicts: cross-fitted comparisons with Holm's adjustment and split stability
+            (:func:`~steerlens.experiments.crossfit.cross_fitted_verdicts`).
+        reliability: per cell, per-item steerability and the share of anti-steerable items
+            (:func:`~steerlens.experiments.reliability.reliability`, from the margins).
+        crossfit_readers: the cross-fitted verdicts again with the readers' labels
+            (:func:`~steerlens.experiments.readers.crossfit_reader_verdicts`).
 
     Examples:
         >>> import pandas as pd
@@ -92,6 +109,10 @@ class Comparison:
     costs: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
     readers: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
+    crossfit_points: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
+    crossfit_verdicts: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
+    crossfit_readers: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
 
     def headline(self, a: str, b: str) -> pd.DataFrame:
         """The answer in one table: per behaviour, the judge's accuracy, ``a``'s and ``b``'s
@@ -229,10 +250,36 @@ def compare_methods(
                 "layers": [int(x) for x in layers], "layer_multiplier": layer_multiplier,
                 "max_new_tokens": max_new_tokens, "min_judge_accuracy": min_judge_accuracy,
                 "min_judge_agreement": min_judge_agreement}  # fmt: skip
-    readers = reader_verdicts(oe, labels, verdicts, seed=seed) if labels is not None else None
     return Comparison(items, summarize(oe, seed=seed), layer_rows, judges, points, verdicts,
                       _equal_norm(oe, equal_norm, seed, judged), _costs(items, recipes), settings,
-                      readers=pd.DataFrame() if readers is None else readers)  # fmt: skip
+                      **_second_look(items, pairs, budget, judged, split_seed, seed, labels,
+                                     verdicts))  # fmt: skip
+
+
+def _second_look(items: pd.DataFrame, pairs: Sequence[tuple[str, str]],
+                 budget: CoherenceBudget, judged: Mapping[str, bool], split_seed: int,
+                 seed: int, labels: pd.DataFrame | None,
+                 single: pd.DataFrame) -> dict[str, Any]:  # fmt: skip
+    """The readers' verdicts beside the single-split ones; cross-fitted points and verdicts
+    (Holm-adjusted, with split stability, and the readers' beside them); per-item reliability
+    of the margins."""
+    oe = items[items["metric"] == "open_ended"]
+    margins = items[items["metric"] == "margin"]
+    kw: dict[str, Any] = {"budget": budget, "split_seed": split_seed, "seed": seed}
+    verdicts = cross_fitted_verdicts(oe, pairs, judged=dict(judged), **kw)
+    readers, cf_readers = pd.DataFrame(), pd.DataFrame()
+    if labels is not None:
+        readers = reader_verdicts(oe, labels, single, seed=seed)
+        if len(verdicts):
+            cf_readers = crossfit_reader_verdicts(oe, labels, verdicts, split_seed=split_seed,
+                                                  seed=seed)  # fmt: skip
+    return {
+        "readers": readers,
+        "crossfit_points": cross_fitted_points(oe, **kw),
+        "crossfit_verdicts": verdicts,
+        "crossfit_readers": cf_readers,
+        "reliability": reliability(margins, seed=seed) if len(margins) else pd.DataFrame(),
+    }
 
 
 def _equal_norm(oe: pd.DataFrame, equal_norm: Any, seed: int, judged: Any) -> pd.DataFrame:

@@ -67,8 +67,10 @@ from steerlens.evaluation.openended import (
 from steerlens.evaluation.scoring import DEFAULT_MULTIPLIERS
 from steerlens.experiments.cache import (
     cell_folder,
+    file_hash,
     metric_file,
     read_cells,
+    stale_metrics,
     write_json,
 )
 from steerlens.experiments.summary import summarize
@@ -231,19 +233,23 @@ def run_cell(
         folder = cell_folder(Path(root), cell, behaviour, method, methods, config)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {m: metric_file(folder, m, behaviour, method, settings) for m in settings.metrics}
-        missing = [m for m, path in paths.items() if not path.exists()]
-        if not missing:  # every score is there: no model, no vector needed
+        missing = stale_metrics(paths, folder / "vector.safetensors")
+        if not missing:  # every score is there and from this vector: no model needed
             return {"folder": str(folder)}
         model = _model_for(model_or_spec) if isinstance(model_or_spec, ModelSpec) else model_or_spec
-        vector = None
+        vector, made_by = None, None
         if method.makes_vector:
+            rebuilt = not all((folder / f).exists() for f in ("vector.safetensors", "train.json"))
             vector, _ = _cell_vector(model, folder, cell, behaviour, method, methods, config,
                                      Path(root))  # fmt: skip
+            made_by = file_hash(folder / "vector.safetensors")
+            missing = stale_metrics(paths, folder / "vector.safetensors", rebuilt=rebuilt)
         for metric in missing:
             path = paths[metric]
             t0 = time.perf_counter()
             rows = _score(model, metric, vector, behaviour, method, settings)
-            write_json(path, {"seconds": time.perf_counter() - t0, "rows": rows})
+            payload = {"seconds": time.perf_counter() - t0, "rows": rows, "vector": made_by}
+            write_json(path, payload if made_by else {k: payload[k] for k in ("seconds", "rows")})
     except Exception as e:  # noqa: BLE001 - reported by cell name after the other cells
         return {"error": f"{type(e).__name__}: {e}"}
     return {"folder": str(folder)}

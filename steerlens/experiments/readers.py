@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from steerlens.core.intervals import SEED, paired_difference
+from steerlens.experiments.verdicts import split_questions
 
 
 def _ranges(table: pd.DataFrame, method: str, m: float, value: str) -> pd.Series:
@@ -83,4 +84,57 @@ def reader_verdicts(
     return out
 
 
-__all__ = ["reader_verdicts"]
+def _ranges_at(table: pd.DataFrame, method: str, m_of: dict[int, float], value: str) -> pd.Series:
+    """Per labelled question: ``value`` at +m minus at -m, ``m`` the question's own."""
+    sel = table[table["method"] == method]
+    mean = sel.groupby(["item", "multiplier"])[value].mean()
+    out = {}
+    for q, m in m_of.items():
+        if math.isfinite(m) and (q, m) in mean.index and (q, -m) in mean.index:
+            out[q] = mean[(q, m)] - mean[(q, -m)]
+    return pd.Series(out, dtype=float)
+
+
+def crossfit_reader_verdicts(
+    items: pd.DataFrame,
+    labels: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    *,
+    split_seed: int = SEED,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """:func:`reader_verdicts` for cross-fitted verdicts
+    (:func:`~steerlens.experiments.crossfit.cross_fitted_verdicts`): each labelled question is
+    read at the multiplier chosen on the half it is not in (``m_a1`` / ``m_a2``, ``m_b1`` /
+    ``m_b2``), by the judge and by the readers."""
+    rows = []
+    lab = labels.assign(readers=labels["stance"] / 2)
+    for v in verdicts.itertuples(index=False):
+        row: dict[str, Any] = {"dataset": v.dataset, "a": v.a, "b": v.b, "m_a": v.m_a,
+                               "m_b": v.m_b}  # fmt: skip
+        judged = items[items["dataset"] == v.dataset]
+        first, second = split_questions(int(judged["item"].max()) + 1, split_seed)
+        per = {}
+        for who, table, value in (("readers", lab[lab["behaviour"] == v.dataset], "readers"),
+                                  ("judge", judged, "behaviour")):  # fmt: skip
+            r = [_ranges_at(table, x, {**{int(q): float(m2) for q in first},
+                                       **{int(q): float(m1) for q in second}}, value)
+                 for x, m1, m2 in ((v.a, v.m_a1, v.m_a2), (v.b, v.m_b1, v.m_b2))]  # fmt: skip
+            per[who] = pd.concat([r[0].rename("a"), r[1].rename("b")], axis=1, join="inner")
+        qs = per["readers"].index.intersection(per["judge"].index)
+        if len(qs) < 2:
+            note = "the readers labelled too few answers at these multipliers"
+            rows.append({**row, "note": note})
+            continue
+        for who in ("judge", "readers"):
+            both = per[who].loc[qs]
+            iv = paired_difference(both["a"].to_numpy(), both["b"].to_numpy(), seed=seed)
+            row.update({who: iv.estimate, f"{who}_low": iv.low, f"{who}_high": iv.high,
+                        f"{who}_verdict": iv.verdict})  # fmt: skip
+        row["questions"] = len(qs)
+        row["agree"] = row["judge_verdict"] == row["readers_verdict"]
+        rows.append(row)
+    return pd.DataFrame.from_records(rows)
+
+
+__all__ = ["crossfit_reader_verdicts", "reader_verdicts"]
