@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,6 +39,11 @@ FULL = dict(lr=1e-2, warmup_steps=0, batch_size=4, progress=False)
 BUDGETS = {
     "repetition": sl.CoherenceBudget(perplexity=float("inf"), distinct2=0.0, repetition=0.10),
     "perplexity": sl.CoherenceBudget(),  # the page's budget before docs/judges.md
+}
+#: the sensitivity table's tighter and looser budgets, per budget kind
+SENSITIVITY = {
+    "repetition": {"tighter": {"repetition": 0.05}, "looser": {"repetition": 0.20}},
+    "perplexity": {"tighter": {"perplexity": 1.10}, "looser": {"perplexity": 1.50}},
 }
 
 
@@ -148,6 +154,79 @@ def readers_table(r):
     return pd.DataFrame(rows)
 
 
+def answer_table(c: sl.Comparison, ref: str) -> pd.DataFrame:
+    """The first screen: ref against CAA, cross-fitted and Holm-adjusted, with the split
+    stability, the gold agreement of the judge and the readers' verdict beside it."""
+    v = c.crossfit_verdicts
+    v = v[(v["a"] == ref) & (v["b"] == "caa")]
+    judges = c.judges.set_index("dataset")
+    readers = (
+        c.crossfit_readers.set_index(["dataset", "a", "b"]) if len(c.crossfit_readers) else None
+    )
+    rows = []
+    for r in v.itertuples():
+        j = judges.loc[r.dataset]
+        row = {"behaviour": r.dataset,
+               "judge: readers' condition-mean corr.": f"{j['gold_cond_corr']:.2f}" if "gold_cond_corr" in j else "-",
+               f"{ref} m (half 1 / 2)": r.m_a, "caa m (half 1 / 2)": r.m_b,
+               f"{ref} - caa [95% CI]": format_interval(r.difference, r.low, r.high),
+               "p": f"{r.p_value:.3f}", "p (Holm)": f"{r.p_holm:.3f}", "verdict": r.verdict,
+               "same verdict, 20 splits": f"{r.stability:.0%}" if r.stability == r.stability else "-"}  # fmt: skip
+        x = (
+            readers.loc[(r.dataset, r.a, r.b)]
+            if readers is not None and (r.dataset, r.a, r.b) in readers.index
+            else None
+        )
+        if x is None or isinstance(x.get("note"), str):
+            row["readers (labelled questions)"] = "-" if x is None else x["note"]
+        else:
+            row["readers (labelled questions)"] = (
+                f"{format_interval(x['readers'], x['readers_low'], x['readers_high'])} {x['readers_verdict']} ({int(x['questions'])} q.)"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def crossfit_table(v: pd.DataFrame) -> pd.DataFrame:
+    return v.assign(**{"difference [95% CI]": [format_interval(*x) for x in zip(v["difference"], v["low"], v["high"], strict=True)]})[
+        ["dataset", "a", "b", "m_a", "m_b", "difference [95% CI]", "p_value", "p_holm", "raw_verdict", "verdict", "stability", "no_point_share"]]  # fmt: skip
+
+
+def sensitivity(c: sl.Comparison, kind: str, ref: str) -> pd.DataFrame:
+    """ref against CAA under a tighter and a looser budget of the same kind."""
+    from dataclasses import replace
+
+    from steerlens.experiments.crossfit import cross_fitted_verdicts
+
+    judged = dict(zip(c.judges["dataset"], c.judges["judged"], strict=True))
+    oe = c.items[c.items["metric"] == "open_ended"]
+    oe = oe[oe["method"].isin([ref, "caa"])]
+    rows = []
+    for name, change in [
+        ("tighter", SENSITIVITY[kind]["tighter"]),
+        ("as chosen", {}),
+        ("looser", SENSITIVITY[kind]["looser"]),
+    ]:
+        b = replace(BUDGETS[kind], **change)
+        v = (
+            cross_fitted_verdicts(oe, [(ref, "caa")], budget=b, judged=judged, splits=0)
+            if change
+            else c.crossfit_verdicts
+        )
+        v = v[(v["a"] == ref) & (v["b"] == "caa")]
+        for r in v.itertuples():
+            rows.append({"budget": f"{name}: {budget_text(vars(b))}", "dataset": r.dataset, "m_a": r.m_a, "m_b": r.m_b,
+                         "difference [95% CI]": format_interval(r.difference, r.low, r.high), "verdict (unadjusted)": r.raw_verdict})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def reliability_table(rel: pd.DataFrame) -> pd.DataFrame | None:
+    if rel is None or rel.empty:
+        return None
+    return rel.assign(**{"anti-steerable [95% CI]": [format_interval(*x, signed=False) for x in zip(rel["anti_steerable"], rel["anti_low"], rel["anti_high"], strict=True)]})[
+        ["dataset", "method", "layer", "mean_slope", "median_slope", "anti-steerable [95% CI]", "items"]]  # fmt: skip
+
+
 def with_ci(df, est="range", name="range [95% CI]", signed=True):
     return df.assign(
         **{
@@ -170,10 +249,17 @@ def render(c: sl.Comparison, out: Path, meta: dict) -> None:
         "verdicts",
         "equal_norm",
         "costs",
+        "crossfit_points",
+        "crossfit_verdicts",
+        "crossfit_readers",
+        "reliability",
     ):
         getattr(c, f).to_csv(out / "data" / f"results_{f}.csv", index=False)
+    xcol = "repetition" if meta["budget"] == "repetition" else "perplexity"
     for ds, g in c.tradeoff.groupby("dataset", sort=False):
-        plot_tradeoff(g, title=ds).savefig(out / "img" / f"results_{ds}.png", dpi=110)
+        fig = plot_tradeoff(g, title=ds, x=xcol)
+        fig.savefig(out / "img" / f"results_{ds}.png", dpi=110)
+        plt.close(fig)
     s, b, ref = c.settings, c.settings["budget"], "bipo-quick" if meta["quick"] else "bipo-full"
     v = with_ci(c.verdicts, "difference", "difference [95% CI]")
     eq = with_ci(c.equal_norm, "difference", "difference [95% CI]") if len(c.equal_norm) else None
@@ -183,36 +269,83 @@ def render(c: sl.Comparison, out: Path, meta: dict) -> None:
          "eq": eq[["dataset", "a", "b", "difference [95% CI]", "n", "verdict"]] if eq is not None else None,
          "judges": judges_table(c.judges),
          "readers": readers_table(c.readers),
+         "answer": answer_table(c, ref),
+         "crossfit": crossfit_table(c.crossfit_verdicts),
+         "cf_points": with_ci(c.crossfit_points)[["dataset", "method", "multipliers", "range [95% CI]", "no_point_share", "why_none"]],
+         "sensitivity": sensitivity(c, meta["budget"], ref),
+         "reliability": reliability_table(c.reliability),
          "cost": cost.assign(minutes=(cost["build_seconds"] + cost["metric_seconds"]) / 60)[["dataset", "method", "layer", "device", "minutes"]]}  # fmt: skip
     t = {
         k: "-" if x is None else md_table(x, floatfmt=".1f" if k == "cost" else ".3f")
         for k, x in t.items()
     }
     plots = "\n".join(f"![{ds}](img/results_{ds}.png)" for ds in c.tradeoff["dataset"].unique())
-    quick = " --quick" if meta["quick"] else ""
+    flags = (
+        (" --quick" if meta["quick"] else "")
+        + f" --budget {meta['budget']}"
+        + (" --readers" if meta.get("readers") else "")
+    )
+    n_family = int(c.crossfit_verdicts["p_holm"].notna().sum()) if len(c.crossfit_verdicts) else 0
     page = f"""# Results: does BiPO steer better than CAA, PCA, RePS or asking?
 
 SmolLM2-135M-Instruct, {len(c.judges)} behaviours, greedy answers ({s["max_new_tokens"]} new tokens) judged
 offline. Each method at its **coherence-matched operating point**: the multiplier with the largest
-judged range (behaviour at +m minus at -m) whose answers stay inside the coherence budget ({budget_text(b)}),
-chosen on half of the questions and reported on the other half; 95% paired bootstrap intervals over
-questions (seed {s["bootstrap_seed"]}, {s["n_boot"]} resamples). The budget is per-answer repetition because it is
-the coherence measure that tracks readers' fluency labels (rank correlation 0.50 on 1,078 labelled
-answers; perplexity under the unsteered model 0.09, distinct-2 of one answer 0.47: `docs/judges.md`).
-Built by `python bench/results.py{quick}` (commit {meta["commit"]}; {meta["minutes"]:.0f} min on
-{meta["machine"]} to read the cells and judge; the cells' own costs are at the end).
+judged range (behaviour at +m minus at -m) whose answers stay inside the coherence budget
+({budget_text(b)}). **Cross-fitted**: the point is chosen on one half of the questions and reported
+on the other, then the other way round, so every question is reported once by a point chosen
+without it; the 95% interval and p-value come from {s["n_boot"]} bootstrap resamples of the whole
+choose-and-report (questions drawn with replacement, split at random, chosen and reported again).
+**Holm-adjusted** over the family of every judged comparison on this page ({n_family} comparisons);
+a verdict is "better" / "worse" only where its adjusted p-value is under 0.05. A method whose best
+in-budget range is not positive has no operating point. Built by `python bench/results.py{flags}`
+(commit {meta["commit"]}; {meta["minutes"]:.0f} min on {meta["machine"]} to read the cells, judge and
+resample; the cells' own costs are at the end).
 
-## The answer: {ref} against CAA, each at its operating point
+## The answer: {ref} against CAA, cross-fitted and adjusted
+
+{t["answer"]}
+
+"judge": the correlation of the judge's 11 condition means with the readers' on labelled answers of
+these cells (`docs/judges.md`); under {s.get("min_judge_agreement", 0.9)} (fixed before measuring)
+the behaviour is "not judged", whatever the judge's held-out accuracy. "same verdict, 20 splits": the
+share of 20 random splits of the questions whose cross-fitted comparison gives the same unadjusted
+verdict. "readers": the same cross-fitted comparison on the questions readers labelled
+(`../shared/data/gold`), with their stance halved to the judge's 0..1 scale, where the chosen
+multipliers are among those labelled.
+
+## Every cross-fitted comparison (the Holm family)
+
+{t["crossfit"]}
+
+## Each method's cross-fitted range
+
+{t["cf_points"]}
+
+## The budget's sensitivity: {ref} against CAA under a tighter and a looser budget
+
+The budget is fixed from outside this page: readers' fluency labels (`docs/judges.md`) put fluent
+answers at a mean per-answer repetition of 0.01 and broken ones at 0.49, so a rise of {b.get("repetition") or 0:g}
+allows roughly one answer in five to turn into a loop. Unadjusted verdicts:
+
+{t["sensitivity"]}
+
+## Per-item reliability (held-out preference pairs)
+
+Per pair, the slope of its margin (log p(matching) - log p(not matching)) against the multiplier; the
+share of pairs with a negative slope is the share of anti-steerable items (Tan et al., NeurIPS 2024;
+95% interval over pairs):
+
+{t["reliability"]}
+
+## The single-split protocol (one choosing half, one reporting half)
+
+The page's earlier protocol, kept to show what cross-fitting changes: the point is chosen on one
+seeded half of the questions (split seed {s["split_seed"]}) and reported on the other; intervals
+cover the questions, not the choice of split, and nothing is adjusted for the number of verdicts.
 
 {md_table(c.headline(ref, "caa"))}
 
-"better"/"worse": the 95% interval of the difference excludes 0. "not judged": the judge's held-out
-accuracy is under {s["min_judge_accuracy"]}, or its agreement with readers on generated answers (the
-correlation of its condition means with theirs, `docs/judges.md`) is under {s.get("min_judge_agreement", 0.9)}, a threshold fixed
-before measuring. "no operating point": no multiplier kept a method inside the coherence budget on
-the choosing half.
-
-## The readers' verdicts beside the judge's (labelled questions)
+### The readers' verdicts beside the judge's (labelled questions)
 
 Readers labelled the answers of 14 questions per behaviour at bipo-full's and CAA's multipliers
 +-0.5 and +-1 and prompting's +-1 (`../shared/data/gold`). Where a comparison's operating points are
@@ -221,11 +354,11 @@ stance (halved to the judge's 0..1 scale), 95% paired bootstrap intervals over t
 
 {t["readers"]}
 
-## Every method at its operating point (held-out half of the questions)
+### Every method at its operating point (held-out half of the questions)
 
 {t["op"]}
 
-## Other comparisons at the operating points
+### Other comparisons at the operating points
 
 {t["other"]}
 
@@ -246,7 +379,10 @@ for verdicts only where both pass.
 
 {md_table(c.layers)}
 
-## Trade-off: judged behaviour against perplexity, 95% intervals
+## Trade-off: judged behaviour against {xcol}, 95% intervals
+
+Each method's +m answers on a solid line and its -m answers on a dashed one, from the unsteered
+answers (black dot), each point labelled with its multiplier.
 
 {plots}
 
@@ -293,6 +429,7 @@ def main() -> None:
     if args.cells:
         return
     meta = {"commit": git_rev(), "machine": machine(), "quick": args.quick,
+            "budget": args.budget, "readers": args.readers,
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
     render(c, Path(args.out), meta)
     print(meta)

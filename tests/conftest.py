@@ -36,6 +36,14 @@ def shared_data() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def power_judge(shared_data):
+    """The offline judge fit on every power-seeking training pair (fit once: about a minute of
+    MiniLM on a CPU)."""
+    pairs = sl.load_pairs(shared_data / "bipo/power-seeking/train.csv", invalid="skip")
+    return sl.BehaviourJudge.fit(pairs)
+
+
 @pytest.fixture(autouse=True)
 def _no_hooks_left(request):
     """Every test must leave every model it used with no hooks attached."""

@@ -109,12 +109,39 @@ def _pages():
 PAGES = list(_pages())
 
 
+#: the snippets read this many rows of each data file (a tiny random model learns nothing from
+#: more, and the real runs behind each page's numbers are its bench scripts)
+FIRST_ROWS = 48
+
+
+class HashedWords:
+    """A stand-in sentence embedder for the snippets (hashed bags of words, L2-normalised):
+    the snippets' judges are fit and asked as the pages say, in milliseconds instead of
+    minutes of MiniLM on a CPU. The real embedder is tested in ``test_judge.py``."""
+
+    def __init__(self, name_or_path=None, **kwargs):
+        self.name = f"hashed-words:{name_or_path}"
+
+    def __call__(self, texts):
+        import zlib
+
+        import numpy as np
+
+        x = np.zeros((len(texts), 256), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in str(t).lower().split():
+                x[i, zlib.crc32(w.encode()) % 256] += 1.0
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+
 @pytest.mark.parametrize("where,code", PAGES, ids=[p[0] for p in PAGES])
 def test_doc_snippets_run(where, code, tmp_path, monkeypatch, shared_data):
     """Every page's Python blocks run top to bottom (in one namespace, like a reader's session).
 
     ``sl.load_model`` returns a tiny random model (its arguments are still checked against the
-    real signature), so the snippets run in seconds; relative ``../shared/data`` paths resolve
+    real signature), judges embed with :class:`HashedWords` and ``sl.load_pairs`` /
+    ``sl.load_prompts`` return a file's first ``FIRST_ROWS`` rows, so the snippets run in
+    seconds; relative ``../shared/data`` paths resolve
     as they do from the repository root. Fragments (a page that continues from another) get a
     prelude with ``model``, ``pairs``, ``v``, ``v_power``, ``v_hallucination`` and ``tokens``.
     """
@@ -126,6 +153,13 @@ def test_doc_snippets_run(where, code, tmp_path, monkeypatch, shared_data):
         return tiny
 
     monkeypatch.setattr(sl, "load_model", fake_load)
+    import steerlens.evaluation.judge as judge_module
+
+    monkeypatch.setattr(judge_module, "SentenceEmbedder", HashedWords)
+    monkeypatch.setattr(sl, "SentenceEmbedder", HashedWords)
+    for name in ("load_pairs", "load_prompts"):  # the first rows of every file: same calls
+        real = getattr(sl, name)
+        monkeypatch.setattr(sl, name, lambda *a, _real=real, **k: _real(*a, **k)[:FIRST_ROWS])
     work = tmp_path / "repo"
     work.mkdir()
     (tmp_path / "shared").mkdir()

@@ -70,12 +70,11 @@ def test_missing_embedder_folder_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("behaviour", ["power-seeking", "hallucination"])
-def test_judge_heldout_accuracy_real_data(shared_data, embedder, behaviour):
-    pairs = sl.load_pairs(shared_data / "bipo" / behaviour / "train.csv", invalid="skip")
-    judge = sl.BehaviourJudge.fit(pairs, embedder=embedder)
-    assert judge.n_heldout >= 100
-    assert judge.accuracy >= 0.85, judge
+def test_judge_heldout_accuracy_real_data(shared_data, embedder, power_judge):
+    hall = sl.load_pairs(shared_data / "bipo/hallucination/train.csv", invalid="skip")
+    for judge in (power_judge, sl.BehaviourJudge.fit(hall, embedder=embedder)):
+        assert judge.n_heldout >= 100
+        assert judge.accuracy >= 0.85, judge
 
 
 @pytest.mark.slow

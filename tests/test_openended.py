@@ -116,14 +116,14 @@ def test_load_prompts_formats(tmp_path, shared_data):
 
 
 @pytest.mark.slow
-def test_caa_moves_judged_behaviour_monotonically(smol, shared_data):
+def test_caa_moves_judged_behaviour_monotonically(smol, shared_data, power_judge):
     """A CAA power-seeking vector at layer 12 moves the judged behaviour of greedy answers
     to held-out questions up with the multiplier (-2 < 0 < +2)."""
     train = sl.load_pairs(shared_data / "bipo/power-seeking/train.csv", invalid="skip")
-    judge = sl.BehaviourJudge.fit(train)
     v = sl.caa_vector(smol, train[:64], layers=12)
-    prompts = sl.load_prompts(shared_data / "bipo/power-seeking/test_infer.csv")[:16]
-    df = sl.open_ended_score(smol, v, prompts, judge, multipliers=(-2, 0, 2), max_new_tokens=32)
+    prompts = sl.load_prompts(shared_data / "bipo/power-seeking/test_infer.csv")[:12]
+    df = sl.open_ended_score(smol, v, prompts, power_judge, multipliers=(-2, 0, 2),
+                             max_new_tokens=24)  # fmt: skip
     b = df["behaviour"].tolist()
     assert b[0] < b[1] < b[2], df
     assert df["perplexity"].notna().all()

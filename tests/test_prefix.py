@@ -214,7 +214,7 @@ def test_smollm2_losses_and_gradients_equal_the_full_forward(smol, shared_data, 
         warnings.simplefilter("ignore")
         data = sl.load_pairs(
             shared_data / "bipo/power-seeking/train.csv", invalid="skip", duplicates="ignore"
-        )[:8]
+        )[:4]
     enc = encode_pairs(smol.tokenizer, data)
     names = [f"blocks.{n}.hook_resid_post" for n in layers]
     assert floor_supported(smol, names)
@@ -222,7 +222,7 @@ def test_smollm2_losses_and_gradients_equal_the_full_forward(smol, shared_data, 
     base = [torch.randn(576, generator=gen) for _ in names]
     cache = PrefixCache(smol, enc, names)
     ref = pair_logprobs(smol, enc)
-    for idx, d in (([0, 3, 5, 6], 1.0), ([7, 1, 2, 4], -1.0)):
+    for idx, d in (([0, 3], 1.0), ([2, 1], -1.0)):
         got = []
         for path in ("full", "floor"):
             params = [b.clone().requires_grad_(True) for b in base]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -69,32 +70,48 @@ def plot_sweep(df: pd.DataFrame, metric: str | None = None, title: str | None = 
     return fig
 
 
-def plot_tradeoff(df: pd.DataFrame, title: str | None = None) -> Figure:
-    """Judged behaviour against perplexity, one line per method through its multipliers,
-    with the behaviour's 95% interval as error bars (``Comparison.tradeoff`` for one dataset:
-    ``method``, ``multiplier``, ``behaviour``, ``behaviour_low``, ``behaviour_high``,
-    ``perplexity``). The unsteered answers are the black dot; the trade-off a method offers
-    is how far up or down it gets before moving right.
+def plot_tradeoff(df: pd.DataFrame, title: str | None = None, *, x: str = "perplexity") -> Figure:
+    """Judged behaviour against a coherence measure, one colour per method: a solid line
+    through its ``+m`` answers and a dashed one through its ``-m`` answers, both from the
+    unsteered point, each point labelled with its multiplier, the behaviour's 95% interval as
+    error bars (``Comparison.tradeoff`` for one dataset: ``method``, ``multiplier``,
+    ``behaviour``, ``behaviour_low``, ``behaviour_high`` and the ``x`` column). The
+    unsteered answers are the black dot; the trade-off a method offers is how far up or down
+    it gets before moving right.
+
+    Args:
+        x: the coherence column: ``"perplexity"`` (under the unsteered model) or
+            ``"repetition"`` (mean per-answer repetition), or any other column.
 
     Examples:
         >>> df = pd.DataFrame({"method": "m", "multiplier": [-1.0, 0.0, 1.0],
         ...     "behaviour": [0.2, 0.4, 0.7], "behaviour_low": [0.1, 0.3, 0.6],
         ...     "behaviour_high": [0.3, 0.5, 0.8], "perplexity": [3.0, 2.5, 3.2]})
-        >>> [round(float(y), 1) for y in plot_tradeoff(df).axes[0].lines[0].get_ydata()]
-        [0.2, 0.4, 0.7]
+        >>> ax = plot_tradeoff(df).axes[0]
+        >>> [[round(float(y), 1) for y in c.lines[0].get_ydata()] for c in ax.containers]
+        [[0.4, 0.7], [0.4, 0.2]]
     """
-    fig, ax = _new(title or "behaviour vs perplexity", "perplexity (unsteered model)",
-                   "judged behaviour")  # fmt: skip
-    for name, g in df.groupby("method", sort=False):
-        g = g.sort_values("multiplier")
-        y = g["behaviour"].to_numpy()
-        err = [y - g["behaviour_low"].to_numpy(), g["behaviour_high"].to_numpy() - y]
-        ax.errorbar(g["perplexity"], y, yerr=err, marker="o", ms=3, capsize=2, lw=1,
-                    label=str(name))  # fmt: skip
+    names = {"perplexity": "perplexity (unsteered model)", "repetition": "mean repetition"}
+    fig, ax = _new(title or f"behaviour vs {x}", names.get(x, x), "judged behaviour")
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, g) in enumerate(df.groupby("method", sort=False)):
+        colour = colours[k % len(colours)]
+        zero = g[g["multiplier"] == 0]
+        for sign, style in ((1, "-"), (-1, "--")):
+            branch = g[g["multiplier"] * sign > 0].sort_values("multiplier", key=abs)
+            branch = pd.concat([zero, branch])
+            y = branch["behaviour"].to_numpy()
+            err = [y - branch["behaviour_low"].to_numpy(), branch["behaviour_high"].to_numpy() - y]
+            label = f"{name} (+m solid, -m dashed)" if sign > 0 else None
+            ax.errorbar(branch[x], y, yerr=err, marker="o", ms=3, capsize=2, lw=1, ls=style,
+                        color=colour, label=label)  # fmt: skip
+            for r in branch[branch["multiplier"] != 0].itertuples():
+                ax.annotate(f"{r.multiplier:+g}", (getattr(r, x), r.behaviour), fontsize=6,
+                            color=colour, xytext=(2, 2), textcoords="offset points")  # fmt: skip
     base = df[df["multiplier"] == 0]
     if len(base):
-        ax.plot(base["perplexity"].iloc[:1], base["behaviour"].iloc[:1], "ko", zorder=5)
-    ax.legend(fontsize=7)
+        ax.plot(base[x].iloc[:1], base["behaviour"].iloc[:1], "ko", zorder=5)
+    ax.legend(fontsize=6)
     return fig
 
 

@@ -269,7 +269,7 @@ def split_stability(
             continue
         iv = bootstrap_mean(d, n_boot=n_boot, seed=seed)
         rows.append({"split_seed": s, "estimate": iv.estimate, "verdict": iv.verdict})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["split_seed", "estimate", "verdict"])
 
 
 def cells_of(items: pd.DataFrame) -> dict[tuple[str, str], CellAnswers]:

@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 
 from steerlens.core.intervals import bootstrap_mean
-from steerlens.evaluation.openended import (
-    coherence,
-)
+from steerlens.evaluation.openended import coherence, repetition
 
 _VALUE_NAME = {"margin": "margin", "ab": "score", "kl": "kl", "open_ended": "behaviour"}
 
@@ -21,8 +19,9 @@ _VALUE_NAME = {"margin": "margin", "ab": "score", "kl": "kl", "open_ended": "beh
 def summarize(items: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     """One row per cell and multiplier from :func:`sweep_grid`'s ``per_item=True`` table:
     each metric's mean with a 95% bootstrap interval over items (questions for open-ended
-    answers), open-ended coherence (token-weighted ``perplexity``, ``distinct2`` of all
-    answers together), and the cell's ``norm``, ``seconds``, ``worker``.
+    answers), open-ended coherence (token-weighted ``perplexity``, mean per-answer
+    ``repetition``, ``distinct2`` of all answers together), and the cell's ``norm``,
+    ``seconds``, ``worker``.
 
     Examples:
         >>> items = pd.DataFrame({"dataset": "d", "method": "caa", "layer": 1, "seed": 0,
@@ -61,4 +60,5 @@ def summarize(items: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
             row["matching_likelier"] = float((values > 0.5).mean())
         else:
             row["perplexity"], row["distinct2"] = coherence(grp)
+            row["repetition"] = float(np.mean([repetition(str(t)) for t in grp["text"]]))
     return pd.DataFrame.from_records(list(rows.values()))
