@@ -16,10 +16,20 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from steerlens.core.errors import ConfigError
+from steerlens.core.intervals import SEED, question_ranges
+from steerlens.experiments.cache import file_hash, hash_parts, judged, write_json
+from steerlens.experiments.verdicts import CoherenceBudget, split_questions
 
 
 @dataclass(frozen=True)
@@ -100,4 +110,127 @@ def search_multiplier(
     return done(lo)
 
 
-__all__ = ["Search", "search_multiplier"]
+@dataclass(frozen=True)
+class SearchedPoints:
+    """Cross-fitted operating points found by search (:func:`search_points`).
+
+    Attributes:
+        ranges: per question, the range at the multiplier searched on the other half (NaN where
+            that half has no point).
+        multipliers: ``(found on half 1, found on half 2)``; None: no point.
+        searches: the two :class:`Search` results (every multiplier visited).
+        why_none: per half, why it has no point (``""`` where it has one).
+    """
+
+    ranges: np.ndarray
+    multipliers: tuple[float | None, float | None]
+    searches: tuple[Search, Search]
+    why_none: tuple[str, str]
+
+
+def search_points(
+    answers: Callable[[float], pd.DataFrame],
+    n: int,
+    *,
+    budget: CoherenceBudget = CoherenceBudget(),
+    split_seed: int = SEED,
+    resolution: float = 0.05,
+    start: float = 1.0,
+    smallest: float = 1 / 64,
+    largest: float = 64.0,
+) -> SearchedPoints:
+    """Each half's operating point by :func:`search_multiplier`: the largest ``m`` whose
+    answers at ``+m`` and ``-m`` to that half's questions stay within ``budget`` of the
+    unsteered ones, to ``resolution``; each question's range is then read at the point found
+    on the other half (cross-fitted). A point whose range on its own half is not positive is
+    dropped ("does not steer the intended way").
+
+    Args:
+        answers: ``m -> answers`` at ``+m`` and ``-m`` (``m = 0``: the unsteered answers), one
+            row per answer with ``item`` (0..n-1), ``multiplier``, ``behaviour``, ``text``,
+            ``nll``, ``tokens``; called once per multiplier visited
+            (:func:`cached_answers` generates, judges and caches them).
+        n: the number of questions.
+    """
+    seen: dict[float, pd.DataFrame] = {}
+
+    def at(m: float) -> pd.DataFrame:
+        if m not in seen:
+            seen[m] = answers(m)
+        return seen[m]
+
+    halves = split_questions(n, split_seed)
+    out = np.full(n, np.nan)
+    found: list[float | None] = []
+    searches, why = [], []
+    for own, other in (halves, halves[::-1]):
+        base = at(0.0)
+        base = base[base["item"].isin(own)]
+
+        def inside(m: float, own: np.ndarray = own, base: pd.DataFrame = base) -> bool:
+            a = at(m)
+            a = a[a["item"].isin(own)]
+            return all(budget.allows_answers(a[a["multiplier"] == s * m], base) for s in (1, -1))
+
+        search = search_multiplier(inside, start=start, resolution=resolution,
+                                   smallest=smallest, largest=largest)  # fmt: skip
+        m = search.multiplier
+        reason = "nothing within budget" if m is None else ""
+        if m is not None:
+            a = at(m)
+            if not float(question_ranges(a[a["item"].isin(own)], m).mean()) > 0:
+                m, reason = None, "does not steer the intended way"
+        if m is not None:
+            a = at(m)
+            r = question_ranges(a[a["item"].isin(other)], m)
+            out[r.index.to_numpy(dtype=int)] = r.to_numpy()
+        found.append(m)
+        searches.append(search)
+        why.append(reason)
+    return SearchedPoints(out, (found[0], found[1]), (searches[0], searches[1]), (why[0], why[1]))
+
+
+def cached_answers(
+    model: Any,
+    vector: Any,
+    questions: Sequence[str],
+    judge: Any,
+    *,
+    folder: str | Path,
+    max_new_tokens: int = 48,
+    positions: Any = "all",
+) -> Callable[[float], pd.DataFrame]:
+    """``m -> answers`` for :func:`search_points`: greedy answers to ``questions`` at ``+m`` and
+    ``-m`` (or unsteered at 0), generated once per multiplier and cached in ``folder`` as
+    ``searched-<hash>-m<m>.json`` with the hash of the vector they came from (a file from
+    another vector is generated again), judged through the engine's judge-score cache."""
+    from steerlens.evaluation.openended import open_ended_score
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    key = hash_parts(list(questions), max_new_tokens, positions)
+    vector_path = root / "vector.safetensors"
+    if vector is not None and not vector_path.exists():
+        vector.save(vector_path)
+    made_by = file_hash(vector_path) if vector is not None else None
+
+    def at(m: float) -> pd.DataFrame:
+        path = root / f"searched-{key}-m{m:.6g}.json"
+        saved = json.loads(path.read_text()) if path.exists() else None
+        if saved is None or saved.get("vector") != made_by:
+            mults = (0.0,) if m == 0 else (-m, m)
+            df = open_ended_score(model, vector, list(questions), None, multipliers=mults,
+                                  per_item=True, max_new_tokens=max_new_tokens,
+                                  positions=positions, progress=False)  # fmt: skip
+            df["item"] = np.arange(len(df)) % len(questions)  # rows nest multiplier, question
+            cols = ["item", "multiplier", "prompt", "text", "nll", "tokens"]
+            saved = {"vector": made_by, "rows": df[cols].to_dict("records")}
+            write_json(path, saved)
+        df = pd.DataFrame.from_records(saved["rows"])
+        df["behaviour"] = judged(judge, df, path) if judge is not None else math.nan
+        return df
+
+    return at
+
+
+__all__ = ["Search", "SearchedPoints", "cached_answers", "search_multiplier", "search_points"]
