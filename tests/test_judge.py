@@ -71,7 +71,7 @@ def test_missing_embedder_folder_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_judge_heldout_accuracy_real_data(shared_data, embedder, power_judge):
-    hall = sl.load_pairs(shared_data / "bipo/hallucination/train.csv", invalid="skip")
+    hall = sl.load_pairs(shared_data / "bipo/hallucination/train.csv", invalid="skip")[:600]
     for judge in (power_judge, sl.BehaviourJudge.fit(hall, embedder=embedder)):
         assert judge.n_heldout >= 100
         assert judge.accuracy >= 0.85, judge

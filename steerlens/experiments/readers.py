@@ -56,8 +56,7 @@ def reader_verdicts(
     rows = []
     lab = labels.assign(readers=labels["stance"] / 2)
     for v in verdicts.itertuples(index=False):
-        row: dict[str, Any] = {"dataset": v.dataset, "a": v.a, "b": v.b, "m_a": v.m_a,
-                               "m_b": v.m_b}  # fmt: skip
+        row = _head(v)
         mine = lab[lab["behaviour"] == v.dataset]
         judged = items[items["dataset"] == v.dataset]
         if not (math.isfinite(v.m_a) and math.isfinite(v.m_b)):
@@ -68,20 +67,30 @@ def reader_verdicts(
             ra = _ranges(table, v.a, float(v.m_a), value)
             rb = _ranges(table, v.b, float(v.m_b), value)
             per[who] = pd.concat([ra.rename("a"), rb.rename("b")], axis=1, join="inner")
-        qs = per["readers"].index.intersection(per["judge"].index)
-        if len(qs) < 2:
-            rows.append({**row, "note": "the readers labelled no answers at these multipliers"})
-            continue
-        for who in ("judge", "readers"):
-            both = per[who].loc[qs]
-            iv = paired_difference(both["a"].to_numpy(), both["b"].to_numpy(), seed=seed)
-            row.update({who: iv.estimate, f"{who}_low": iv.low, f"{who}_high": iv.high,
-                        f"{who}_verdict": iv.verdict})  # fmt: skip
-        row["questions"] = len(qs)
-        row["agree"] = row["judge_verdict"] == row["readers_verdict"]
-        rows.append(row)
-    out = pd.DataFrame.from_records(rows)
-    return out
+        rows.append(_both(row, per, seed, "the readers labelled no answers at these multipliers"))
+    return pd.DataFrame.from_records(rows)
+
+
+def _head(v: Any) -> dict[str, Any]:
+    return {"dataset": v.dataset, "a": v.a, "b": v.b, "m_a": v.m_a, "m_b": v.m_b}
+
+
+def _both(row: dict[str, Any], per: dict[str, pd.DataFrame], seed: int, note: str
+          ) -> dict[str, Any]:  # fmt: skip
+    """``row`` with the judge's and the readers' paired difference, interval and verdict on
+    the questions both scored (``per``: per who, ranges of ``a`` and ``b`` by question), or
+    with ``note`` when fewer than two."""
+    qs = per["readers"].index.intersection(per["judge"].index)
+    if len(qs) < 2:
+        return {**row, "note": note}
+    for who in ("judge", "readers"):
+        both = per[who].loc[qs]
+        iv = paired_difference(both["a"].to_numpy(), both["b"].to_numpy(), seed=seed)
+        row.update({who: iv.estimate, f"{who}_low": iv.low, f"{who}_high": iv.high,
+                    f"{who}_verdict": iv.verdict})  # fmt: skip
+    row["questions"] = len(qs)
+    row["agree"] = row["judge_verdict"] == row["readers_verdict"]
+    return row
 
 
 def _ranges_at(table: pd.DataFrame, method: str, m_of: dict[int, float], value: str) -> pd.Series:
@@ -110,8 +119,7 @@ def crossfit_reader_verdicts(
     rows = []
     lab = labels.assign(readers=labels["stance"] / 2)
     for v in verdicts.itertuples(index=False):
-        row: dict[str, Any] = {"dataset": v.dataset, "a": v.a, "b": v.b, "m_a": v.m_a,
-                               "m_b": v.m_b}  # fmt: skip
+        row = _head(v)
         judged = items[items["dataset"] == v.dataset]
         first, second = split_questions(int(judged["item"].max()) + 1, split_seed)
         per = {}
@@ -121,19 +129,8 @@ def crossfit_reader_verdicts(
                                        **{int(q): float(m1) for q in second}}, value)
                  for x, m1, m2 in ((v.a, v.m_a1, v.m_a2), (v.b, v.m_b1, v.m_b2))]  # fmt: skip
             per[who] = pd.concat([r[0].rename("a"), r[1].rename("b")], axis=1, join="inner")
-        qs = per["readers"].index.intersection(per["judge"].index)
-        if len(qs) < 2:
-            note = "the readers labelled too few answers at these multipliers"
-            rows.append({**row, "note": note})
-            continue
-        for who in ("judge", "readers"):
-            both = per[who].loc[qs]
-            iv = paired_difference(both["a"].to_numpy(), both["b"].to_numpy(), seed=seed)
-            row.update({who: iv.estimate, f"{who}_low": iv.low, f"{who}_high": iv.high,
-                        f"{who}_verdict": iv.verdict})  # fmt: skip
-        row["questions"] = len(qs)
-        row["agree"] = row["judge_verdict"] == row["readers_verdict"]
-        rows.append(row)
+        note = "the readers labelled too few answers at these multipliers"
+        rows.append(_both(row, per, seed, note))
     return pd.DataFrame.from_records(rows)
 
 
