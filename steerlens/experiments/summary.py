@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from steerlens.core.intervals import bootstrap_mean
-from steerlens.evaluation.openended import coherence, repetition
+from steerlens.evaluation.openended import coherence
+from steerlens.experiments.verdicts import mean_repetition
 
 _VALUE_NAME = {"margin": "margin", "ab": "score", "kl": "kl", "open_ended": "behaviour"}
 
@@ -60,5 +61,5 @@ def summarize(items: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
             row["matching_likelier"] = float((values > 0.5).mean())
         else:
             row["perplexity"], row["distinct2"] = coherence(grp)
-            row["repetition"] = float(np.mean([repetition(str(t)) for t in grp["text"]]))
+            row["repetition"] = mean_repetition(grp)
     return pd.DataFrame.from_records(list(rows.values()))
