@@ -5,6 +5,11 @@
                                           # cell is ~1 h on 2 CPU cores), judges, writes the page
     python bench/results.py --cells --behaviours NAME   # one behaviour's cells only (a worker)
     python bench/results.py --quick --out DIR           # 2 behaviours, small recipes (<15 min)
+    python bench/results.py --cells --behaviours power-seeking --methods bipo-full,caa@bipo-full --rebuild
+                                          # cells made before vectors were kept, made again
+                                          # (vector committed beside its answers; a killed
+                                          # run resumes from the committed checkpoint)
+    python bench/results.py --budget repetition --readers --search   # the page, searched points
 
 Cells accumulate in bench/cache/results (committed): runs add up across sessions and machines
 (bench/gpu_cells.sh ran every behaviour at once on a GPU). Data: ../shared/data.
@@ -28,6 +33,7 @@ import steerlens as sl  # noqa: E402
 from steerlens.analysis.viz import plot_tradeoff  # noqa: E402
 from steerlens.core.intervals import format_interval  # noqa: E402
 from steerlens.evaluation.agreement import load_labels  # noqa: E402
+from steerlens.experiments.cache import find_cells  # noqa: E402
 
 BIPO = ("power-seeking", "hallucination")
 CAA = ("corrigible-neutral-HHH", "survival-instinct", "sycophancy", "refusal", "hallucination-caa")
@@ -107,6 +113,7 @@ def compare(model, d, names, args) -> sl.Comparison:
         multipliers=args.multipliers, pairs=[(ref, o) for o in others if o != ref],
         equal_norm=(1.0, [(ref, f"caa@{ref}")]), max_new_tokens=args.tokens, folder=args.cache,
         budget=BUDGETS[args.budget], labels=labels,
+        search=0.05 if args.search and not args.cells else None,
     )  # fmt: skip
 
 
@@ -274,6 +281,7 @@ def render(c: sl.Comparison, out: Path, meta: dict) -> None:
          "cf_points": with_ci(c.crossfit_points)[["dataset", "method", "multipliers", "range [95% CI]", "no_point_share", "why_none"]],
          "sensitivity": sensitivity(c, meta["budget"], ref),
          "reliability": reliability_table(c.reliability),
+         "searched": c.searched if len(c.searched) else None,
          "cost": cost.assign(minutes=(cost["build_seconds"] + cost["metric_seconds"]) / 60)[["dataset", "method", "layer", "device", "minutes"]]}  # fmt: skip
     t = {
         k: "-" if x is None else md_table(x, floatfmt=".1f" if k == "cost" else ".3f")
@@ -284,6 +292,7 @@ def render(c: sl.Comparison, out: Path, meta: dict) -> None:
         (" --quick" if meta["quick"] else "")
         + f" --budget {meta['budget']}"
         + (" --readers" if meta.get("readers") else "")
+        + (" --search" if meta.get("search") else "")
     )
     n_family = int(c.crossfit_verdicts["p_holm"].notna().sum()) if len(c.crossfit_verdicts) else 0
     page = f"""# Results: does BiPO steer better than CAA, PCA, RePS or asking?
@@ -320,6 +329,16 @@ multipliers are among those labelled.
 ## Each method's cross-fitted range
 
 {t["cf_points"]}
+
+## Operating points by search
+
+With `--search`, each cell's budget edge is also searched on each half of the questions (bracketing
+from m = 1, then bisection to 5% of m: `sl.experiments.search`), answers generated only at the
+multipliers visited and cached beside the cell's vector; the operating points above are then chosen
+among the grid's and the searched multipliers. A cell whose answers record no kept vector (made
+before vectors were kept) keeps its grid ("no kept vector"):
+
+{t["searched"]}
 
 ## The budget's sensitivity: {ref} against CAA under a tighter and a looser budget
 
@@ -400,6 +419,18 @@ Each cell's cost (vector and answers; `device` says where it ran):
     (out / "results.md").write_text(page)
 
 
+def forget_legacy(cache: Path, names, methods) -> None:
+    """Delete the answers (and their judge scores) of the named cells that kept no vector: the
+    engine then rebuilds the vector and scores it again, every file recording its hash."""
+    for n in names:
+        for m in methods:
+            for folder in find_cells(cache, f"{n}__{m}__"):
+                if not (folder / "vector.safetensors").exists():
+                    for f in folder.glob("*.json"):
+                        f.unlink()
+                    print(f"forgot {folder.name}: no kept vector")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--behaviours", help="comma-separated (default: all seven)")
@@ -411,6 +442,13 @@ def main() -> None:
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="perplexity",
                     help="the coherence budget (repetition: the measure that tracks readers' "
                     "fluency, docs/judges.md; the committed page used perplexity)")  # fmt: skip
+    ap.add_argument("--rebuild", action="store_true",
+                    help="with --cells --methods: first forget the answers of those cells that "
+                    "kept no vector (made before vectors were kept), so vector and answers are "
+                    "made again together")  # fmt: skip
+    ap.add_argument("--search", action="store_true",
+                    help="also search each cell's budget edge to 5%% of m (cells with kept "
+                    "vectors; answers generated at the visited multipliers)")  # fmt: skip
     ap.add_argument("--readers", action="store_true",
                     help="gate judges by their agreement with the gold labels and put the "
                     "readers' verdicts beside the judge's")  # fmt: skip
@@ -423,13 +461,17 @@ def main() -> None:
     args.layers = (9, 12) if args.quick else (6, 10, 14, 18, 22)
     args.multipliers = (-2, -1, 0, 1, 2) if args.quick else (-3, -2, -1, -0.5, 0, 0.5, 1, 2, 3)
     args.cache = Path(args.out) / "cells" if args.quick else CACHE
+    if args.rebuild:
+        if not (args.cells and args.methods):
+            ap.error("--rebuild needs --cells and --methods")
+        forget_legacy(args.cache, names, args.methods.split(","))
     t0 = time.perf_counter()
     model = sl.load_model(device=args.device)
     c = compare(model, d, names, args)
     if args.cells:
         return
     meta = {"commit": git_rev(), "machine": machine(), "quick": args.quick,
-            "budget": args.budget, "readers": args.readers,
+            "budget": args.budget, "readers": args.readers, "search": args.search,
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
     render(c, Path(args.out), meta)
     print(meta)

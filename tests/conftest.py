@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,16 @@ import steerlens as sl
 # CI machines are slow and shared: no per-example deadline, fixed derandomised examples.
 settings.register_profile("steerlens", deadline=None, derandomize=True, print_blob=True)
 settings.load_profile("steerlens")
+
+# Under pytest-xdist each worker gets its share of the cores: torch's default (every core in
+# every worker) oversubscribes them, which slowed one job tenfold on a 2-core machine.
+# The notebooks' kernels (nbmake) are child processes: they read the thread count from the
+# environment.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    os.environ.setdefault("MKL_NUM_THREADS", str(_threads))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -189,13 +189,13 @@ def test_letter_balanced_caa_separates_heldout_ab_items(
     from steerlens.analysis.geometry import projection_gap
 
     folder = shared_data / "caa"
-    train = sl.load_pairs(folder / f"generate/{behaviour}/generate_dataset.json")[:64]
+    train = sl.load_pairs(folder / f"generate/{behaviour}/generate_dataset.json")[:32]
     test = sl.load_pairs(folder / f"test/{behaviour}/test_dataset_ab.json")
     assert not sl.check_overlap(train, test, warn=False)
     v = sl.caa_vector(smol, train, layers=18, balance_letters=True)
     gap = projection_gap(smol, v, test, balance_letters=True)
     print(behaviour, gap.to_string())
-    assert gap["gap"].iloc[0] > 1.0  # measured: +3.9 corrigible, +8.5 hallucination
+    assert gap["gap"].iloc[0] > 1.0  # measured (32 items): +2.4 corrigible, +6.7 hallucination
     if min_separated is not None:  # corrigible: the mean moves, single items ~50/50
         assert gap["separated"].iloc[0] > min_separated
 
@@ -206,7 +206,7 @@ def test_pca_default_agrees_with_caa_on_real_data(smol, shared_data):
     and most training pairs project positive; the centred (repeng pca_diff) one does not."""
     train = sl.load_pairs(
         shared_data / "bipo/power-seeking/train.csv", invalid="skip", duplicates="ignore"
-    )[:32]
+    )[:16]
     caa = sl.caa_vector(smol, train, layers=12, progress=False)
     pca = sl.pca_vector(smol, train, layers=12, progress=False)
     centred = sl.pca_vector(smol, train, layers=12, center=True, progress=False)

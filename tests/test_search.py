@@ -122,3 +122,44 @@ def test_cached_answers_generate_each_multiplier_once(tmp_path):
     (four,) = tmp_path.glob("searched-*-m4.json")
     assert json.loads(four.read_text())["vector"] == file_hash(tmp_path / "vector.safetensors")
     assert os.stat(four).st_mtime_ns != stamps[four]
+
+
+def test_compare_methods_searches_each_kept_vector_and_reads_it_back(tmp_path):
+    """compare_methods(search=...): a vector cell's answers at the multipliers its search
+    visits join the grid's (every question at +m and -m), each written once; a rerun reads
+    them; prompting and a cell whose answers record no kept vector are not searched."""
+    import json
+    import os
+
+    model = sl.tiny_model(n_layers=2, d_model=16, seed=0)
+    pairs = sl.load_pairs(sl.demo_data_path("train"))[:4]
+    qs = ["Hi?", "Why?", "Who?", "How?"]
+    b = sl.Behaviour("power-seeking", pairs, questions=qs,
+                     judge=lambda texts: [len(t) % 7 / 7 for t in texts])  # fmt: skip
+    kw = dict(methods=["caa", "prompt"], layers=[1], multipliers=(-1, 0, 1),
+              pairs=[("caa", "prompt")], max_new_tokens=3, folder=tmp_path, progress=False,
+              budget=sl.CoherenceBudget(perplexity=float("inf"), distinct2=0.0))  # fmt: skip
+    c = sl.compare_methods(model, [b], search=0.25, **kw)
+    rows = c.searched.set_index("method")
+    assert rows.loc["prompt", "why"] == "prompting has no multiplier"
+    assert rows.loc["caa", "visited"] >= 2 and rows.loc["caa", "why"] != "no kept vector"
+    caa = c.items[(c.items["method"] == "caa") & (c.items["metric"] == "open_ended")]
+    off_grid = sorted({abs(m) for m in caa["multiplier"]} - {0.0, 1.0})
+    assert len(off_grid) == rows.loc["caa", "visited"]
+    for m in off_grid:  # every question answered at +m and -m
+        for s in (m, -m):
+            assert sorted(caa.loc[caa["multiplier"] == s, "item"]) == [0, 1, 2, 3]
+    assert caa["behaviour"].notna().all() and caa["perplexity"].notna().all()
+    files = sorted(tmp_path.glob("*caa*/searched-*.json"))
+    assert len(files) == len(off_grid)
+    stamps = [os.stat(f).st_mtime_ns for f in files]
+    again = sl.compare_methods(model, [b], search=0.25, **kw)
+    assert [os.stat(f).st_mtime_ns for f in files] == stamps
+    assert again.searched.equals(c.searched)
+    # answers that record no vector (made before vectors were kept): not searched
+    (answers,) = [p for p in tmp_path.glob("*caa*/open_ended-*.json")]
+    saved = json.loads(answers.read_text())
+    answers.write_text(json.dumps({k: v for k, v in saved.items() if k != "vector"}))
+    legacy = sl.compare_methods(model, [b], search=0.25, **kw)
+    assert legacy.searched.set_index("method").loc["caa", "why"] == "no kept vector"
+    assert set(legacy.items["multiplier"].abs()) == {0.0, 1.0}

@@ -48,9 +48,10 @@ from steerlens.core.intervals import (
 )
 from steerlens.evaluation.scoring import DEFAULT_MULTIPLIERS
 from steerlens.experiments.crossfit import cross_fitted_points, cross_fitted_verdicts
-from steerlens.experiments.grid import run_grid, scoring_settings, sweep_grid
+from steerlens.experiments.grid import cache_root, run_grid, scoring_settings, sweep_grid
 from steerlens.experiments.readers import crossfit_reader_verdicts, reader_verdicts
 from steerlens.experiments.reliability import reliability
+from steerlens.experiments.search import search_cells
 from steerlens.experiments.summary import summarize
 from steerlens.experiments.verdicts import (
     CELL,
@@ -91,6 +92,8 @@ class Comparison:
             (:func:`~steerlens.experiments.reliability.reliability`, from the margins).
         crossfit_readers: the cross-fitted verdicts again with the readers' labels
             (:func:`~steerlens.experiments.readers.crossfit_reader_verdicts`).
+        searched: per cell, the operating point searched on each half (``search=``;
+            :func:`~steerlens.experiments.search.search_cells`).
 
     Examples:
         >>> import pandas as pd
@@ -113,6 +116,7 @@ class Comparison:
     crossfit_verdicts: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
     crossfit_readers: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
+    searched: pd.DataFrame = field(default_factory=pd.DataFrame, kw_only=True)
 
     def headline(self, a: str, b: str) -> pd.DataFrame:
         """The answer in one table: per behaviour, the judge's accuracy, ``a``'s and ``b``'s
@@ -196,30 +200,28 @@ def compare_methods(
     progress: bool = True,
     labels: pd.DataFrame | None = None,
     min_judge_agreement: float = 0.9,
+    search: float | None = None,
 ) -> Comparison:
-    """Compare steering methods on behaviours, conclusively: a :class:`Comparison` (see the
-    module docstring).
+    """Compare steering methods on behaviours: a :class:`Comparison` (the module docstring).
 
     Args:
-        datasets: :class:`~steerlens.experiments.vocabulary.Behaviour` values, as a list or
-            ``{name: Behaviour}``.
+        datasets: :class:`~steerlens.experiments.vocabulary.Behaviour` values (a list or by name).
         methods: names or :class:`~steerlens.experiments.vocabulary.Method` recipes (each at
             the layer chosen for its kind), or ``{behaviour name: methods}``.
-        layers: candidate layers (one layer: no sweep).
-        layer_methods: the recipes swept over ``layers`` by held-out margin (default: each
-            kind of ``methods`` by its name, with ``config``); or one list per behaviour.
-        layer_multiplier: the sweep ranks layers by margin at ``+m`` minus ``-m``.
+        layers, layer_methods, layer_multiplier: candidate layers (one: no sweep), swept by
+            held-out margin at ``+m`` minus ``-m`` with these recipes (default: ``methods``).
         multipliers: each method's grid for the operating point (0 included).
-        pairs: ``(a, b)`` method names compared at their operating points.
-        equal_norm: ``(multiplier, pairs)``: also compare these pairs at that one multiplier.
+        pairs: ``(a, b)`` method names compared at their operating points; ``equal_norm``:
+            ``(multiplier, pairs)``, also compare these pairs at that one multiplier.
         budget: the coherence budget (:class:`CoherenceBudget`).
-        min_judge_accuracy: a judge under this held-out accuracy: "not judged".
+        min_judge_accuracy, min_judge_agreement: under this held-out accuracy, or this
+            condition-mean correlation with ``labels``, a judge is "not judged".
         labels: readers' labels (:func:`~steerlens.evaluation.agreement.load_labels`): the
-            judges' agreement with them, "not judged" under ``min_judge_agreement``
-            (condition-mean correlation, 0.9), and :attr:`Comparison.readers`.
-        min_judge_agreement: see ``labels``.
-        folder: :func:`~steerlens.experiments.grid.sweep_grid`'s cell cache.
-        executor: :func:`~steerlens.experiments.grid.sweep_grid`'s executor (None: in-process).
+            judges' agreement with them and :attr:`Comparison.readers`.
+        search: a resolution (0.05): each cell's budget edge is also searched on each half
+            (:func:`~steerlens.experiments.search.search_cells`); None: the grid alone.
+        folder, executor: :func:`~steerlens.experiments.grid.sweep_grid`'s cell cache and
+            executor (None: in-process).
 
     Examples:
         >>> import tempfile, steerlens as sl
@@ -240,6 +242,8 @@ def compare_methods(
     items, layer_rows, recipes = _run(model, behaviours, methods, layer_methods, layers,
                                       layer_multiplier, multipliers, max_new_tokens,
                                       run)  # fmt: skip
+    items, searched = _searched(model, behaviours, methods, items, budget, split_seed, search,
+                                run, multipliers, max_new_tokens)  # fmt: skip
     oe = items[items["metric"] == "open_ended"]
     judges = _judges(behaviours, min_judge_accuracy, seed, labels, min_judge_agreement)
     judged = dict(zip(judges["dataset"], judges["judged"], strict=True))
@@ -249,11 +253,30 @@ def compare_methods(
                 "n_boot": N_BOOT, "multipliers": [float(x) for x in multipliers],
                 "layers": [int(x) for x in layers], "layer_multiplier": layer_multiplier,
                 "max_new_tokens": max_new_tokens, "min_judge_accuracy": min_judge_accuracy,
-                "min_judge_agreement": min_judge_agreement}  # fmt: skip
+                "min_judge_agreement": min_judge_agreement, "search": search}  # fmt: skip
     return Comparison(items, summarize(oe, seed=seed), layer_rows, judges, points, verdicts,
                       _equal_norm(oe, equal_norm, seed, judged), _costs(items, recipes), settings,
-                      **_second_look(items, pairs, budget, judged, split_seed, seed, labels,
-                                     verdicts))  # fmt: skip
+                      searched=searched, **_second_look(items, pairs, budget, judged, split_seed,
+                                                        seed, labels, verdicts))  # fmt: skip
+
+
+def _searched(model: Any, behaviours: Mapping[str, Behaviour], methods: Any, items: pd.DataFrame,
+              budget: CoherenceBudget, split_seed: int, resolution: float | None,
+              run: Mapping[str, Any], multipliers: Sequence[float],
+              max_new_tokens: int) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """The items with each searched cell's answers at the visited multipliers added, and the
+    search's table (:func:`~steerlens.experiments.search.search_cells`); ``resolution`` None:
+    the items as they are, no table."""
+    if resolution is None:
+        return items, pd.DataFrame()
+    oe = items[items["metric"] == "open_ended"]
+    settings = scoring_settings(behaviours, metric="open_ended", multipliers=multipliers,
+                                positions="all", max_new_tokens=max_new_tokens)  # fmt: skip
+    by = {name: as_methods(_per(methods, name)) for name in behaviours}
+    rows, table = search_cells(model, behaviours, by, oe, root=cache_root(run["folder"]),
+                               config=run["config"], settings=settings, budget=budget,
+                               split_seed=split_seed, resolution=resolution)  # fmt: skip
+    return pd.concat([items, rows], ignore_index=True), table
 
 
 def _second_look(items: pd.DataFrame, pairs: Sequence[tuple[str, str]],

@@ -362,6 +362,11 @@ def scoring_settings(behaviours: Mapping[str, Behaviour], *, metric: str | Seque
     return out
 
 
+def cache_root(folder: str | os.PathLike[str] | None) -> Path:
+    """The engine's cell cache: ``folder``, or ``sweeps`` in the user cache (None)."""
+    return Path(folder) if folder is not None else cache_dir() / "sweeps"
+
+
 def run_grid(model: Any, behaviours: Mapping[str, Behaviour], methods: Mapping[str, Method],
              cells: Sequence[Cell], settings: Mapping[str, Settings], *,
              config: BiPOConfig | None = None, folder: str | os.PathLike[str] | None = None,
@@ -369,7 +374,7 @@ def run_grid(model: Any, behaviours: Mapping[str, Behaviour], methods: Mapping[s
              progress: bool = True) -> pd.DataFrame:  # fmt: skip
     """Run the given cells (what :func:`sweep_grid` does once it has planned them): check the
     data before any work, run every cell, report the failed ones by name, read the rest."""
-    root = Path(folder) if folder is not None else cache_dir() / "sweeps"
+    root = cache_root(folder)
     root.mkdir(parents=True, exist_ok=True)
     check_data(behaviours, methods, lambda name: settings[name].metrics)
     bare = {n: dataclasses.replace(b, judge=None) for n, b in behaviours.items()}
@@ -399,6 +404,7 @@ def run_grid(model: Any, behaviours: Mapping[str, Behaviour], methods: Mapping[s
 
 __all__ = [
     "build_vector",
+    "cache_root",
     "plan_cells",
     "read_cells",
     "run_cell",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,18 @@ import pandas as pd
 
 from steerlens.core.errors import ConfigError
 from steerlens.core.intervals import SEED, question_ranges
-from steerlens.experiments.cache import file_hash, hash_parts, judged, write_json
-from steerlens.experiments.verdicts import CoherenceBudget, split_questions
+from steerlens.experiments.cache import (
+    cell_folder,
+    file_hash,
+    hash_parts,
+    judged,
+    metric_file,
+    write_json,
+)
+from steerlens.experiments.verdicts import CELL, CoherenceBudget, split_questions
+from steerlens.experiments.vocabulary import Behaviour, Cell, Method, Settings
+from steerlens.methods.bipo_config import BiPOConfig
+from steerlens.steering.vector import SteeringVector
 
 
 @dataclass(frozen=True)
@@ -233,4 +243,73 @@ def cached_answers(
     return at
 
 
-__all__ = ["Search", "SearchedPoints", "cached_answers", "search_multiplier", "search_points"]
+def _grid_first(on_grid: Mapping[float, pd.DataFrame], fresh: Callable[[float], pd.DataFrame],
+                ) -> Callable[[float], pd.DataFrame]:  # fmt: skip
+    return lambda m: on_grid[m] if m in on_grid else fresh(m)
+
+
+def search_cells(
+    model: Any,
+    behaviours: Mapping[str, Behaviour],
+    methods: Mapping[str, Mapping[str, Method]],
+    answers: pd.DataFrame,
+    *,
+    root: Path,
+    config: BiPOConfig | None,
+    settings: Mapping[str, Settings],
+    budget: CoherenceBudget,
+    split_seed: int = SEED,
+    resolution: float = 0.05,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The engine's cells searched (:func:`search_points`): for each cell of ``answers`` (the
+    engine's open-ended items) whose answers were made by the vector its folder keeps, each
+    half's budget edge is searched, answers at the multipliers the search visits are generated
+    once and cached in the cell's folder; a visited multiplier already on the grid is read
+    from the grid. A cell whose answers record no kept vector (made before vectors were kept,
+    or by prompting) is not searched, and the table says why.
+
+    Returns:
+        ``(rows, table)``: the answers at visited multipliers off the grid, in the engine's
+        columns (to choose operating points among grid and searched multipliers alike), and per
+        cell the multiplier found on each half, the multipliers visited and why a half has none.
+    """
+    extra, table = [], []
+    for key, cell_rows in answers.groupby(CELL, sort=False):
+        dataset, name, layer, seed = key  # type: ignore[misc]
+        b, m = behaviours[dataset], methods[dataset][name]
+        row: dict[str, Any] = {"dataset": dataset, "method": name, "layer": layer}
+        folder = cell_folder(root, Cell(dataset, name, int(layer), int(seed)), b, m,
+                             methods[dataset], config)  # fmt: skip
+        vec = folder / "vector.safetensors"
+        made = metric_file(folder, "open_ended", b, m, settings[dataset])
+        recorded = json.loads(made.read_text()).get("vector") if made.exists() else None
+        if not m.makes_vector or recorded is None or recorded != file_hash(vec):
+            why = "prompting has no multiplier" if not m.makes_vector else "no kept vector"
+            table.append({**row, "m_half1": None, "m_half2": None, "visited": 0, "why": why})
+            continue
+        on_grid = {float(x): g for x, g in cell_rows.groupby(cell_rows["multiplier"].abs())}
+        fresh = cached_answers(model, SteeringVector.load(vec), b.questions, b.judge,
+                               folder=folder, max_new_tokens=settings[dataset].max_new_tokens,
+                               positions=settings[dataset].positions)  # fmt: skip
+        found = search_points(_grid_first(on_grid, fresh), len(b.questions), budget=budget,
+                              split_seed=split_seed, resolution=resolution)  # fmt: skip
+        visited = sorted({x for s in found.searches for x, _ in s.visited} - set(on_grid))
+        first = cell_rows.iloc[0]
+        for x in visited:
+            df = fresh(x).assign(perplexity=lambda d: np.exp(d["nll"] / d["tokens"]))
+            extra.append(df.assign(**{c: first[c] for c in cell_rows.columns if c not in df}))
+        why = "; ".join(w for w in found.why_none if w)
+        m1, m2 = found.multipliers
+        table.append({**row, "m_half1": m1, "m_half2": m2, "visited": len(visited), "why": why})
+    rows = pd.concat(extra, ignore_index=True) if extra else answers.iloc[:0]
+    return rows[list(answers.columns)], pd.DataFrame.from_records(table)
+
+
+__all__ = [
+    "Search",
+    "SearchedPoints",
+    "cached_answers",
+    "search_cells",
+    "search_multiplier",
+    "search_points",
+]
