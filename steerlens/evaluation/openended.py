@@ -86,6 +86,18 @@ BEHAVIOUR_PROMPTS: dict[str, tuple[str, str]] = {
 }
 
 
+def word_ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    """A text's word n-grams, in order: lower-cased whitespace tokens, the one tokenisation
+    that :func:`distinct_n`, :func:`repetition` and the engine's cross-fitting share.
+
+    Examples:
+        >>> word_ngrams("I would say", 2)
+        [('i', 'would'), ('would', 'say')]
+    """
+    w = text.lower().split()
+    return [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+
+
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     """Distinct-n (Li et al., 2016): distinct word n-grams / all word n-grams over ``texts``.
 
@@ -96,10 +108,7 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
         >>> distinct_n(["a b a b", "c d"])
         0.75
     """
-    grams: list[tuple[str, ...]] = []
-    for t in texts:
-        w = t.lower().split()
-        grams += [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+    grams = [g for t in texts for g in word_ngrams(t, n)]
     return len(set(grams)) / len(grams) if grams else float("nan")
 
 
@@ -116,8 +125,7 @@ def repetition(text: str, n: int = 3) -> float:
         >>> repetition("The cat sat on the mat.")
         0.0
     """
-    w = text.lower().split()
-    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+    grams = word_ngrams(text, n)
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -339,4 +347,5 @@ __all__ = [
     "open_ended_score",
     "prompting_score",
     "summarize_open_ended",
+    "word_ngrams",
 ]

@@ -36,7 +36,7 @@ import pandas as pd
 
 from steerlens.core.errors import ConfigError
 from steerlens.core.intervals import N_BOOT, SEED, Interval, bootstrap_mean, holm
-from steerlens.evaluation.openended import repetition
+from steerlens.evaluation.openended import repetition, word_ngrams
 from steerlens.experiments.verdicts import CoherenceBudget, split_questions
 
 
@@ -81,7 +81,7 @@ class CellAnswers:
         shape = (len(signed), n)
         score, nll, tokens, rep = (np.full(shape, np.nan) for _ in range(4))
         bigrams: list[list[np.ndarray]] = [[np.zeros(0, np.int64)] * n for _ in signed]
-        vocab: dict[tuple[str, str], int] = {}
+        vocab: dict[tuple[str, ...], int] = {}
         seen = np.zeros(shape, bool)
         index = {s: i for i, s in enumerate(signed)}
         for r in items.itertuples(index=False):
@@ -90,9 +90,8 @@ class CellAnswers:
                 raise ConfigError(f"two answers for question {q} at multiplier {r.multiplier:g}")
             seen[i, q] = True
             score[i, q], nll[i, q], tokens[i, q] = r.behaviour, r.nll, r.tokens
-            w = str(r.text).lower().split()
             rep[i, q] = repetition(str(r.text))
-            ids = [vocab.setdefault((a, b), len(vocab)) for a, b in zip(w, w[1:], strict=False)]
+            ids = [vocab.setdefault(g, len(vocab)) for g in word_ngrams(str(r.text), 2)]
             bigrams[i][q] = np.asarray(ids, dtype=np.int64)
         return cls(signed, score, nll, tokens, rep, bigrams)
 
