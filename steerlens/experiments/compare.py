@@ -208,20 +208,20 @@ def compare_methods(
         datasets: :class:`~steerlens.experiments.vocabulary.Behaviour` values (a list or by name).
         methods: names or :class:`~steerlens.experiments.vocabulary.Method` recipes (each at
             the layer chosen for its kind), or ``{behaviour name: methods}``.
-        layers, layer_methods, layer_multiplier: candidate layers (one: no sweep), swept by
-            held-out margin at ``+m`` minus ``-m`` with these recipes (default: ``methods``).
+        layers: candidate layers (one: no sweep), swept by held-out margin at
+            ``+layer_multiplier`` minus ``-layer_multiplier`` with ``layer_methods``.
         multipliers: each method's grid for the operating point (0 included).
         pairs: ``(a, b)`` method names compared at their operating points; ``equal_norm``:
             ``(multiplier, pairs)``, also compare these pairs at that one multiplier.
         budget: the coherence budget (:class:`CoherenceBudget`).
-        min_judge_accuracy, min_judge_agreement: under this held-out accuracy, or this
-            condition-mean correlation with ``labels``, a judge is "not judged".
+        min_judge_accuracy: under this held-out accuracy (or ``min_judge_agreement``, the
+            condition-mean correlation with ``labels``) a judge is "not judged".
         labels: readers' labels (:func:`~steerlens.evaluation.agreement.load_labels`): the
             judges' agreement with them and :attr:`Comparison.readers`.
         search: a resolution (0.05): each cell's budget edge is also searched on each half
             (:func:`~steerlens.experiments.search.search_cells`); None: the grid alone.
-        folder, executor: :func:`~steerlens.experiments.grid.sweep_grid`'s cell cache and
-            executor (None: in-process).
+        folder: the cell cache (``executor``: where cells run, None in-process; see
+            :func:`~steerlens.experiments.grid.sweep_grid`).
 
     Examples:
         >>> import tempfile, steerlens as sl
