@@ -28,6 +28,7 @@ import pandas as pd
 
 from steerlens.core.errors import ConfigError
 from steerlens.core.intervals import SEED, question_ranges
+from steerlens.evaluation.scoring import perplexity
 from steerlens.experiments.cache import (
     cell_folder,
     file_hash,
@@ -296,7 +297,7 @@ def search_cells(
         visited = sorted({x for s in found.searches for x, _ in s.visited} - set(on_grid))
         first = cell_rows.iloc[0]
         for x in visited:
-            df = fresh(x).assign(perplexity=lambda d: np.exp(d["nll"] / d["tokens"]))
+            df = fresh(x).assign(perplexity=lambda d: perplexity(d["nll"], d["tokens"]))
             extra.append(df.assign(**{c: first[c] for c in cell_rows.columns if c not in df}))
         why = "; ".join(w for w in found.why_none if w)
         m1, m2 = found.multipliers
