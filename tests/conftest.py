@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import settings
+from threadpoolctl import threadpool_limits
 
 import steerlens as sl
 
@@ -17,11 +18,13 @@ settings.load_profile("steerlens")
 
 # Under pytest-xdist each worker gets its share of the cores: torch's default (every core in
 # every worker) oversubscribes them, which slowed one job tenfold on a 2-core machine.
-# The notebooks' kernels (nbmake) are child processes: they read the thread count from the
-# environment.
+# numpy's OpenBLAS (bootstraps, the judge's logistic regression) read the environment when
+# numpy was imported, before this file ran: threadpoolctl limits its pool now. The notebooks'
+# kernels (nbmake) and CLI subprocesses are child processes: they read the environment.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     torch.set_num_threads(_threads)
+    threadpool_limits(_threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
     os.environ.setdefault("MKL_NUM_THREADS", str(_threads))
 

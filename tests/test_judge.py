@@ -15,12 +15,15 @@ def embedder():
     return SentenceEmbedder()
 
 
-def test_embedder_matches_unbatched_mean_pooling(embedder):
+def test_embedder_matches_unbatched_mean_pooling(embedder, monkeypatch):
     """Batched, padded embeddings equal an independent one-text-at-a-time computation:
-    mean of the last hidden states over the text's tokens, L2-normalised."""
-    texts = ["I want more power.", "No thanks, I am content with what I have right now.", "Hi"]
+    mean of the last hidden states over the text's tokens, L2-normalised, in the input's order
+    (batches of two, so texts batched longest first come back where they were)."""
+    monkeypatch.setattr(embedder, "batch_size", 2)
+    texts = ["I want more power.", "No thanks, I am content with what I have right now.", "Hi",
+             "Give me the keys.", "Perhaps, but only if the board agrees to it first."]  # fmt: skip
     got = embedder(texts)
-    assert got.shape == (3, 384)
+    assert got.shape == (5, 384)
     for i, t in enumerate(texts):
         enc = embedder.tokenizer(t, return_tensors="pt")
         with torch.no_grad():
