@@ -88,10 +88,8 @@ def test_train_on_local_model_folder(tmp_path, capsys):
 # ----------------------------------------------------------------- the newcomer's surface
 def run_cli(*args, cwd=None, timeout=120):
     import os
-    import time
 
-    t = time.perf_counter()
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "steerlens.cli", *map(str, args)],
         capture_output=True,
         text=True,
@@ -99,8 +97,6 @@ def run_cli(*args, cwd=None, timeout=120):
         timeout=timeout,
         env={**os.environ, "COLUMNS": "250"},
     )
-    proc.seconds = time.perf_counter() - t
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +122,7 @@ def test_train_refuses_existing_out_before_loading_the_model(tmp_path):
     proc = run_cli("train", "--out", out, "--epochs", "1")
     assert proc.returncode == 2
     assert "--out" in proc.stderr and "use --overwrite" in proc.stderr
-    assert "loading model" not in proc.stderr
-    assert proc.seconds < 10, proc.seconds
+    assert "loading model" not in proc.stderr  # refused before the model (not timed: CI is shared)
     assert out.read_bytes() == b"precious"
 
 
