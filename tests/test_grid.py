@@ -105,7 +105,7 @@ def test_metric_files_record_their_vector_and_a_deleted_vector_recomputes(tmp_pa
                                                                            datasets):  # fmt: skip
     """Every metric file records the hash of the vector its scores came from; deleting the vector
     rebuilds it and rescores, never keeping the old vector's scores."""
-    from steerlens.experiments.cache import file_hash
+    from steerlens.experiments.cache import file_hash, made_by_kept_vector
 
     calls = []
 
@@ -120,14 +120,20 @@ def test_metric_files_record_their_vector_and_a_deleted_vector_recomputes(tmp_pa
     (metric,) = cell.glob("margin-*.json")
     vec = cell / "vector.safetensors"
     assert json.loads(metric.read_text())["vector"] == file_hash(vec)
+    assert made_by_kept_vector(metric, vec)
     again = sl.sweep_grid(grid_model, {"free": datasets["free"]}, folder=tmp_path, **kw)
     assert len(calls) == 1 and first["value"].tolist() == again["value"].tolist()
     vec.unlink()
+    assert not made_by_kept_vector(metric, vec)
     third = sl.sweep_grid(grid_model, {"free": datasets["free"]}, folder=tmp_path, **kw)
     assert len(calls) == 2
     assert json.loads(metric.read_text())["vector"] == file_hash(vec)
     steered = third["multiplier"] != 0
     assert third.loc[steered, "value"].tolist() != first.loc[steered, "value"].tolist()
+    assert made_by_kept_vector(metric, vec)
+    legacy = {k: v for k, v in json.loads(metric.read_text()).items() if k != "vector"}
+    metric.write_text(json.dumps(legacy))  # written before vectors were kept
+    assert not made_by_kept_vector(metric, vec)
 
 
 def test_judge_scores_are_read_from_the_cache_on_a_rerun(tmp_path, grid_model, datasets):

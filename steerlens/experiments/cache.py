@@ -81,6 +81,18 @@ def file_hash(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
 
 
+def recorded_vector(path: Path) -> str | None:
+    """The :func:`file_hash` of the vector a metric file says it came from; None for a missing
+    file or one written before vectors were kept."""
+    return json.loads(path.read_text()).get("vector") if path.exists() else None
+
+
+def made_by_kept_vector(path: Path, vector: Path) -> bool:
+    """Whether a metric file came from the vector the cell keeps (``vector``)."""
+    recorded = recorded_vector(path)
+    return recorded is not None and recorded == file_hash(vector)
+
+
 def stale_metrics(paths: Mapping[str, Path], vector: Path, *, rebuilt: bool = False) -> list[str]:
     """The metrics whose file is missing or came from another vector than ``vector`` (the
     cell's ``vector.safetensors``): a file records its vector's :func:`file_hash`, so a deleted
@@ -92,7 +104,7 @@ def stale_metrics(paths: Mapping[str, Path], vector: Path, *, rebuilt: bool = Fa
         if not path.exists():
             out.append(metric)
             continue
-        recorded = json.loads(path.read_text()).get("vector")
+        recorded = recorded_vector(path)
         if (recorded is not None or rebuilt) and recorded != current:
             out.append(metric)
     return out

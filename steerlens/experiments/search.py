@@ -34,6 +34,7 @@ from steerlens.experiments.cache import (
     file_hash,
     hash_parts,
     judged,
+    made_by_kept_vector,
     metric_file,
     write_json,
 )
@@ -283,8 +284,7 @@ def search_cells(
                              methods[dataset], config)  # fmt: skip
         vec = folder / "vector.safetensors"
         made = metric_file(folder, "open_ended", b, m, settings[dataset])
-        recorded = json.loads(made.read_text()).get("vector") if made.exists() else None
-        if not m.makes_vector or recorded is None or recorded != file_hash(vec):
+        if not m.makes_vector or not made_by_kept_vector(made, vec):
             why = "prompting has no multiplier" if not m.makes_vector else "no kept vector"
             table.append({**row, "m_half1": None, "m_half2": None, "visited": 0, "why": why})
             continue
