@@ -192,7 +192,7 @@ def render(raw: dict) -> None:
             )
     page = f"""# Judges checked against readers
 
-Command: `python bench/judges.py` (commit {raw["commit"]}, {raw["minutes"]:.0f} minutes on {raw["machine"]}).
+Command: `python bench/judges.py{" --rubric" if any(k.startswith("LLM rubric") for k in raw["designs"]) else ""}` (commit {raw["commit"]}, {raw["minutes"]:.0f} minutes on {raw["machine"]}).
 Raw numbers: `docs/data/judges.json`.
 
 What a verdict on the results page stands on is the judge that reads the steered answers. Here

@@ -194,6 +194,25 @@ def answer_table(c: sl.Comparison, ref: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def grid_top_text(c: sl.Comparison, ref: str) -> str:
+    """A warning for each answer-table point at the top of the multiplier grid, or beyond the
+    multipliers readers labelled."""
+    top = max(c.settings["multipliers"])
+    v = c.crossfit_verdicts
+    v = v[(v["a"] == ref) & (v["b"] == "caa") & (v["verdict"] != "not judged")]
+    hits = []
+    for r in v.itertuples():
+        for who, ms in ((r.a, r.m_a), (r.b, r.m_b)):
+            if any(x.strip() not in ("-", "") and float(x) >= top for x in str(ms).split("/")):
+                hits.append(f"{who} on {r.dataset}")
+    if not hits:
+        return ""
+    return (f"**At the grid's top:** {', '.join(hits)} is chosen at m = {top:g}, the largest multiplier "
+            "on the grid, so the budget would allow more, and readers labelled no answers beyond m = 1: "
+            "the judge's agreement with them (the next column) is measured at +-0.5 and +-1 only, and "
+            "the judge is not checked on these answers.")  # fmt: skip
+
+
 def crossfit_table(v: pd.DataFrame) -> pd.DataFrame:
     return v.assign(**{"difference [95% CI]": [format_interval(*x) for x in zip(v["difference"], v["low"], v["high"], strict=True)]})[
         ["dataset", "a", "b", "m_a", "m_b", "difference [95% CI]", "p_value", "p_holm", "raw_verdict", "verdict", "stability", "no_point_share"]]  # fmt: skip
@@ -209,15 +228,14 @@ def sensitivity(c: sl.Comparison, kind: str, ref: str) -> pd.DataFrame:
     oe = c.items[c.items["metric"] == "open_ended"]
     oe = oe[oe["method"].isin([ref, "caa"])]
     rows = []
-    for name, change in [
-        ("tighter", SENSITIVITY[kind]["tighter"]),
-        ("as chosen", {}),
-        ("looser", SENSITIVITY[kind]["looser"]),
-    ]:
-        b = replace(BUDGETS[kind], **change)
+    steps = [(name, kind, SENSITIVITY[kind][name]) for name in ("tighter", "looser")]
+    steps.insert(1, ("as chosen", kind, {}))
+    steps += [(f"another measure ({k})", k, {}) for k in BUDGETS if k != kind]
+    for name, k, change in steps:
+        b = replace(BUDGETS[k], **change)
         v = (
             cross_fitted_verdicts(oe, [(ref, "caa")], budget=b, judged=judged, splits=0)
-            if change
+            if change or k != kind
             else c.crossfit_verdicts
         )
         v = v[(v["a"] == ref) & (v["b"] == "caa")]
@@ -243,6 +261,39 @@ def with_ci(df, est="range", name="range [95% CI]", signed=True):
             ]
         }
     )
+
+
+SEARCH_NOT_RUN = """**Not searched in this build** (no `--search`): the operating points are on the grid. Of the
+cells compared here only the full-data BiPO cells of power-seeking and hallucination and their
+equal-norm CAA keep their vectors (`git ls-files bench/cache | grep safetensors`); CAA's own cells
+predate kept vectors, so a search now would refine BiPO's points and leave CAA's on the grid, a
+comparison tilted towards the searched side. The CAA cells are rebuilt with their vectors first
+(`--cells --methods caa --rebuild`), then the page is built with `--search`."""
+
+
+def overlap(d: Path, names, args) -> dict[str, tuple[int, int]]:
+    """Per behaviour: how many of the layer sweep's held-out pairs ask a question the page
+    reports on, and how many pairs there are."""
+    out = {}
+    for n in names:
+        b = behaviour(d, n, args.questions, args.held, judge=False)
+        asked = set(b.questions)
+        out[n] = (sum(p.question in asked for p in b.eval_pairs), len(b.eval_pairs))
+    return out
+
+
+def overlap_text(o: dict) -> str:
+    shared = {n: x for n, x in o.items() if x[0]}
+    if not shared:
+        return "The sweep's held-out pairs ask none of the questions the page reports on."
+    names = ", ".join(f"{n} ({k} of {m})" for n, (k, m) in shared.items())
+    return (f"**Not yet disjoint:** on {names} the sweep's held-out pairs are the BiPO test split's "
+            "first pairs, whose questions are among the questions this page reports on (the "
+            "datasets' test.csv and test_infer.csv ask the same questions), so the layer is chosen "
+            "on questions it is then reported on. The test pairs whose questions are not reported "
+            "(100 per behaviour) are the disjoint set; using them needs the sweep cells' vectors "
+            "rebuilt (they predate kept vectors). The other behaviours' sweeps use the last 64 "
+            "training items, disjoint from their open-ended questions.")  # fmt: skip
 
 
 def render(c: sl.Comparison, out: Path, meta: dict) -> None:
@@ -314,6 +365,8 @@ resample; the cells' own costs are at the end).
 
 {t["answer"]}
 
+{grid_top_text(c, ref)}
+
 "judge": the correlation of the judge's 11 condition means with the readers' on labelled answers of
 these cells (`docs/judges.md`); under {s.get("min_judge_agreement", 0.9)} (fixed before measuring)
 the behaviour is "not judged", whatever the judge's held-out accuracy. "same verdict, 20 splits": the
@@ -338,13 +391,16 @@ multipliers visited and cached beside the cell's vector; the operating points ab
 among the grid's and the searched multipliers. A cell whose answers record no kept vector (made
 before vectors were kept) keeps its grid ("no kept vector"):
 
-{t["searched"]}
+{t["searched"] if meta.get("search") else SEARCH_NOT_RUN}
 
 ## The budget's sensitivity: {ref} against CAA under a tighter and a looser budget
 
 The budget is fixed from outside this page: readers' fluency labels (`docs/judges.md`) put fluent
 answers at a mean per-answer repetition of 0.01 and broken ones at 0.49, so a rise of {b.get("repetition") or 0:g}
-allows roughly one answer in five to turn into a loop. Unadjusted verdicts:
+allows roughly one answer in five to turn into a loop. The last rows swap the measure for the
+page's earlier perplexity budget (perplexity within 1.25x and distinct-2 at least 0.8x the unsteered
+answers'), which the readers' fluency labels do not support (rank correlation 0.09) but which also
+catches answers that drift off the question without looping. Unadjusted verdicts:
 
 {t["sensitivity"]}
 
@@ -397,6 +453,8 @@ for verdicts only where both pass.
 ## Layers: held-out margin range at +-{s["layer_multiplier"]:g}, quick recipes
 
 {md_table(c.layers)}
+
+{overlap_text(meta.get("overlap", {}))}
 
 ## Trade-off: judged behaviour against {xcol}, 95% intervals
 
@@ -473,6 +531,7 @@ def main() -> None:
     meta = {"commit": git_rev(), "machine": machine(), "quick": args.quick,
             "budget": args.budget, "readers": args.readers, "search": args.search,
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
+    meta["overlap"] = overlap(d, names, args)
     render(c, Path(args.out), meta)
     print(meta)
 
