@@ -121,7 +121,9 @@ def main() -> None:
     t0 = time.perf_counter()
     raw: dict = {"commit": git_rev(), "machine": machine(), "designs": {}, "seconds": {}}
     designs = {
-        "answer alone (the page's judge before)": dict(context=False),
+        "answer alone (the results page's judge; sycophancy reads its question)": dict(
+            context=False
+        ),
         "question + answer (context)": dict(context=True),
     }
     for design, kw in designs.items():
@@ -206,6 +208,12 @@ range / 2|), each with a 95% bootstrap interval over the 14 questions. The targe
 measuring: condition-mean correlation >= 0.9 and range error <= 0.10.
 
 {"".join(parts)}
+The LLM rubric judge (`sl.RubricJudge`, AxBench's 0-2 concept rating read from the next-token
+probabilities of "0", "1", "2") with SmolLM2-135M-Instruct rating the answers reads them at chance
+or worse on every behaviour: a 135M-parameter rater cannot tell stance in its own answers. A larger
+local rater (Qwen2.5-Coder-1.5B-Instruct as a GGUF, about 2.3 s an answer on 2 cores, ~40 minutes
+for these 1,078 answers) was not run here; with a GPU or an API, pass that model or a callable.
+
 ## Designs tried (point estimates, 200 training pairs, four behaviours)
 
 `NPAIRS=200 python bench/judge_designs.py 20 minilm hallucination,corrigible-neutral-HHH,survival-instinct,power-seeking`
