@@ -94,10 +94,9 @@ def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list
     return out, sweep
 
 
-def compare(model, d, names, args) -> sl.Comparison:
+def compare(model, d, bs, args) -> sl.Comparison:
+    """Every table of the page: one call (``bs``: the behaviours by name)."""
     labels = load_labels(d / "gold") if args.readers and not (args.quick or args.cells) else None
-    """Every table of the page: one call."""
-    bs = {n: behaviour(d, n, args.questions, args.held, judge=not args.cells) for n in names}
     ms, sweep = {}, {}
     for n in bs:
         ms[n], sweep[n] = methods(n, args.quick)
@@ -202,8 +201,8 @@ def grid_top_text(c: sl.Comparison, ref: str) -> str:
     v = v[(v["a"] == ref) & (v["b"] == "caa") & (v["verdict"] != "not judged")]
     hits = []
     for r in v.itertuples():
-        for who, ms in ((r.a, r.m_a), (r.b, r.m_b)):
-            if any(x.strip() not in ("-", "") and float(x) >= top for x in str(ms).split("/")):
+        for who, halves in ((r.a, (r.m_a1, r.m_a2)), (r.b, (r.m_b1, r.m_b2))):
+            if any(m >= top for m in halves if m == m):  # NaN: no point on that half
                 hits.append(f"{who} on {r.dataset}")
     if not hits:
         return ""
@@ -228,8 +227,8 @@ def sensitivity(c: sl.Comparison, kind: str, ref: str) -> pd.DataFrame:
     oe = c.items[c.items["metric"] == "open_ended"]
     oe = oe[oe["method"].isin([ref, "caa"])]
     rows = []
-    steps = [(name, kind, SENSITIVITY[kind][name]) for name in ("tighter", "looser")]
-    steps.insert(1, ("as chosen", kind, {}))
+    steps = [("tighter", kind, SENSITIVITY[kind]["tighter"]), ("as chosen", kind, {}),
+             ("looser", kind, SENSITIVITY[kind]["looser"])]  # fmt: skip
     steps += [(f"another measure ({k})", k, {}) for k in BUDGETS if k != kind]
     for name, k, change in steps:
         b = replace(BUDGETS[k], **change)
@@ -271,15 +270,16 @@ comparison tilted towards the searched side. The CAA cells are rebuilt with thei
 (`--cells --methods caa --rebuild`), then the page is built with `--search`."""
 
 
-def overlap(d: Path, names, args) -> dict[str, tuple[int, int]]:
+def other_budgets(kind: str) -> str:
+    """The budgets the sensitivity table's "another measure" rows use, in words."""
+    return "; ".join(f"{k}: {budget_text(vars(b))}" for k, b in BUDGETS.items() if k != kind)
+
+
+def overlap(bs) -> dict[str, tuple[int, int]]:
     """Per behaviour: how many of the layer sweep's held-out pairs ask a question the page
     reports on, and how many pairs there are."""
-    out = {}
-    for n in names:
-        b = behaviour(d, n, args.questions, args.held, judge=False)
-        asked = set(b.questions)
-        out[n] = (sum(p.question in asked for p in b.eval_pairs), len(b.eval_pairs))
-    return out
+    return {n: (sum(p.question in set(b.questions) for p in b.eval_pairs), len(b.eval_pairs))
+            for n, b in bs.items()}  # fmt: skip
 
 
 def overlap_text(o: dict) -> str:
@@ -397,10 +397,10 @@ before vectors were kept) keeps its grid ("no kept vector"):
 
 The budget is fixed from outside this page: readers' fluency labels (`docs/judges.md`) put fluent
 answers at a mean per-answer repetition of 0.01 and broken ones at 0.49, so a rise of {b.get("repetition") or 0:g}
-allows roughly one answer in five to turn into a loop. The last rows swap the measure for the
-page's earlier perplexity budget (perplexity within 1.25x and distinct-2 at least 0.8x the unsteered
-answers'), which the readers' fluency labels do not support (rank correlation 0.09) but which also
-catches answers that drift off the question without looping. Unadjusted verdicts:
+allows roughly one answer in five to turn into a loop. The "another measure" rows swap in the
+page's other budget ({other_budgets(meta["budget"])}); perplexity is not supported by the readers'
+fluency labels (rank correlation 0.09) but also catches answers that drift off the question
+without looping. Unadjusted verdicts:
 
 {t["sensitivity"]}
 
@@ -525,13 +525,14 @@ def main() -> None:
         forget_legacy(args.cache, names, args.methods.split(","))
     t0 = time.perf_counter()
     model = sl.load_model(device=args.device)
-    c = compare(model, d, names, args)
+    bs = {n: behaviour(d, n, args.questions, args.held, judge=not args.cells) for n in names}
+    c = compare(model, d, bs, args)
     if args.cells:
         return
     meta = {"commit": git_rev(), "machine": machine(), "quick": args.quick,
             "budget": args.budget, "readers": args.readers, "search": args.search,
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
-    meta["overlap"] = overlap(d, names, args)
+    meta["overlap"] = overlap(bs)
     render(c, Path(args.out), meta)
     print(meta)
 
