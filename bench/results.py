@@ -97,6 +97,7 @@ def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list
 def compare(model, d, bs, args) -> sl.Comparison:
     """Every table of the page: one call (``bs``: the behaviours by name)."""
     labels = load_labels(d / "gold") if args.readers and not (args.quick or args.cells) else None
+    args.labelled = float(labels["multiplier"].abs().max()) if labels is not None else None
     ms, sweep = {}, {}
     for n in bs:
         ms[n], sweep[n] = methods(n, args.quick)
@@ -193,9 +194,9 @@ def answer_table(c: sl.Comparison, ref: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def grid_top_text(c: sl.Comparison, ref: str) -> str:
-    """A warning for each answer-table point at the top of the multiplier grid, or beyond the
-    multipliers readers labelled."""
+def grid_top_text(c: sl.Comparison, ref: str, labelled: float) -> str:
+    """A warning for each answer-table point at the top of the multiplier grid, beyond
+    ``labelled`` (the largest multiplier readers labelled)."""
     top = max(c.settings["multipliers"])
     v = c.crossfit_verdicts
     v = v[(v["a"] == ref) & (v["b"] == "caa") & (v["verdict"] != "not judged")]
@@ -207,9 +208,28 @@ def grid_top_text(c: sl.Comparison, ref: str) -> str:
     if not hits:
         return ""
     return (f"**At the grid's top:** {', '.join(hits)} is chosen at m = {top:g}, the largest multiplier "
-            "on the grid, so the budget would allow more, and readers labelled no answers beyond m = 1: "
-            "the judge's agreement with them (the next column) is measured at +-0.5 and +-1 only, and "
-            "the judge is not checked on these answers.")  # fmt: skip
+            "on the grid (and the search's limit), so the budget would allow more, and readers labelled "
+            f"no answers beyond m = {labelled:g}: the judge's agreement with them (the next column) is "
+            "measured up to there only, and the judge is not checked on these answers.")  # fmt: skip
+
+
+def search_text(c: sl.Comparison) -> str:
+    """The compared pairs whose one side was searched and the other not (tilted towards the
+    searched side: its point may sit between grid points, the other's cannot)."""
+    if c.searched is None or c.searched.empty:
+        return ""
+    state = {(r.dataset, r.method): {"no kept vector": "grid", "prompting has no multiplier":
+             "prompt"}.get(r.why, "searched") for r in c.searched.itertuples()}  # fmt: skip
+    tilted = []
+    for r in c.crossfit_verdicts.itertuples():
+        a, b = state.get((r.dataset, r.a), "grid"), state.get((r.dataset, r.b), "grid")
+        if {a, b} == {"searched", "grid"}:
+            tilted.append(f"{r.a} - {r.b} on {r.dataset} ({r.a if a == 'searched' else r.b} searched)")
+    if not tilted:
+        return "No compared pair has one point searched and the other on the grid."
+    return ("**One side searched:** " + "; ".join(tilted) + ". The other side kept no vector (its "
+            "answers predate kept vectors, or it is prompting), so its point stays on the grid: "
+            "these comparisons lean towards the searched side by up to one grid step.")
 
 
 def crossfit_table(v: pd.DataFrame) -> pd.DataFrame:
@@ -262,12 +282,7 @@ def with_ci(df, est="range", name="range [95% CI]", signed=True):
     )
 
 
-SEARCH_NOT_RUN = """**Not searched in this build** (no `--search`): the operating points are on the grid. Of the
-cells compared here only the full-data BiPO cells of power-seeking and hallucination and their
-equal-norm CAA keep their vectors (`git ls-files bench/cache | grep safetensors`); CAA's own cells
-predate kept vectors, so a search now would refine BiPO's points and leave CAA's on the grid, a
-comparison tilted towards the searched side. The CAA cells are rebuilt with their vectors first
-(`--cells --methods caa --rebuild`), then the page is built with `--search`."""
+SEARCH_NOT_RUN = """**Not searched in this build** (no `--search`): the operating points are on the grid."""
 
 
 def other_budgets(kind: str) -> str:
@@ -365,7 +380,7 @@ resample; the cells' own costs are at the end).
 
 {t["answer"]}
 
-{grid_top_text(c, ref)}
+{grid_top_text(c, ref, meta.get("labelled", 1.0))}
 
 "judge": the correlation of the judge's 11 condition means with the readers' on labelled answers of
 these cells (`docs/judges.md`); under {s.get("min_judge_agreement", 0.9)} (fixed before measuring)
@@ -385,13 +400,17 @@ multipliers are among those labelled.
 
 ## Operating points by search
 
-With `--search`, each cell's budget edge is also searched on each half of the questions (bracketing
-from m = 1, then bisection to 5% of m: `sl.experiments.search`), answers generated only at the
-multipliers visited and cached beside the cell's vector; the operating points above are then chosen
-among the grid's and the searched multipliers. A cell whose answers record no kept vector (made
-before vectors were kept) keeps its grid ("no kept vector"):
+With `--search`, the budget edge of each cell in a compared pair is also searched on each half of
+the questions (bracketing from m = 1, then bisection to 5% of m: `sl.experiments.search`), never
+past the grid's largest multiplier (the range planned; beyond it nothing was labelled or checked),
+answers generated only at the multipliers visited and cached beside the cell's vector; the operating
+points above are then chosen among the grid's and the searched multipliers. A cell whose answers
+record no kept vector (made before vectors were kept) keeps its grid ("no kept vector"); m_half1 /
+m_half2: the edge found on each half, visited: the multipliers off the grid that were answered.
 
 {t["searched"] if meta.get("search") else SEARCH_NOT_RUN}
+
+{search_text(c) if meta.get("search") else ""}
 
 ## The budget's sensitivity: {ref} against CAA under a tighter and a looser budget
 
@@ -533,6 +552,7 @@ def main() -> None:
             "budget": args.budget, "readers": args.readers, "search": args.search,
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
     meta["overlap"] = overlap(bs)
+    meta["labelled"] = args.labelled if args.labelled is not None else 1.0
     render(c, Path(args.out), meta)
     print(meta)
 

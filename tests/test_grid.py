@@ -136,6 +136,38 @@ def test_metric_files_record_their_vector_and_a_deleted_vector_recomputes(tmp_pa
     assert not made_by_kept_vector(metric, vec)
 
 
+def test_a_rebuilt_vector_forgets_every_other_vectors_scores(tmp_path, grid_model, datasets):
+    """A run that rebuilds a cell's vector for one metric deletes the folder's files of the other
+    metrics too when they came from another vector or record none (written before vectors were
+    kept): they are computed again when next asked for, never read beside the new vector."""
+    from steerlens.experiments.cache import file_hash, forget_other_vectors
+
+    b = sl.Behaviour("free", datasets["free"][0], datasets["free"][1], questions=["Hi?", "Why?"])
+    kw = dict(layers=[1], methods=["caa"], multipliers=(-1, 0, 1), max_new_tokens=3,
+              progress=False, per_item=True)  # fmt: skip
+    answers = sl.sweep_grid(grid_model, {"free": b}, folder=tmp_path, metric="open_ended", **kw)
+    (cell,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (oe,) = cell.glob("open_ended-*.json")
+    legacy = {k: v for k, v in json.loads(oe.read_text()).items() if k != "vector"}
+    legacy["rows"][0]["text"] = "an answer another vector wrote"
+    oe.write_text(json.dumps(legacy))  # answers kept from before vectors were kept
+    (cell / "vector.safetensors").unlink()
+    sl.sweep_grid(grid_model, {"free": b}, folder=tmp_path, metric="margin", **kw)
+    assert not oe.exists()  # not asked for, yet forgotten: it came from no kept vector
+    (margin,) = cell.glob("margin-*.json")
+    assert json.loads(margin.read_text())["vector"] == file_hash(cell / "vector.safetensors")
+    again = sl.sweep_grid(grid_model, {"free": b}, folder=tmp_path, metric="open_ended", **kw)
+    assert json.loads(oe.read_text())["vector"] == file_hash(cell / "vector.safetensors")
+    assert again["text"].tolist() == answers["text"].tolist()  # CAA rebuilt: same answers
+    assert "an answer another vector wrote" not in again["text"].tolist()
+    other = cell / "margin-0000000000.json"
+    other.write_text(json.dumps({"rows": [], "vector": "another-vector"}))
+    keep = cell / "judged-k-open_ended-x.json"
+    keep.write_text("{}")
+    gone = forget_other_vectors(cell, cell / "vector.safetensors")
+    assert gone == [other] and keep.exists() and margin.exists() and oe.exists()
+
+
 def test_judge_scores_are_read_from_the_cache_on_a_rerun(tmp_path, grid_model, datasets):
     class Counting:
         key = "counting-judge"

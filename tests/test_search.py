@@ -125,9 +125,10 @@ def test_cached_answers_generate_each_multiplier_once(tmp_path):
 
 
 def test_compare_methods_searches_each_kept_vector_and_reads_it_back(tmp_path):
-    """compare_methods(search=...): a vector cell's answers at the multipliers its search
-    visits join the grid's (every question at +m and -m), each written once; a rerun reads
-    them; prompting and a cell whose answers record no kept vector are not searched."""
+    """compare_methods(search=...): a compared vector cell's answers at the multipliers its
+    search visits join the grid's (every question at +m and -m), each written once, never past
+    the grid's largest multiplier; a rerun reads them; prompting, a cell whose answers record no
+    kept vector and a method in no compared pair are not searched."""
     import json
     import os
 
@@ -136,16 +137,19 @@ def test_compare_methods_searches_each_kept_vector_and_reads_it_back(tmp_path):
     qs = ["Hi?", "Why?", "Who?", "How?"]
     b = sl.Behaviour("power-seeking", pairs, questions=qs,
                      judge=lambda texts: [len(t) % 7 / 7 for t in texts])  # fmt: skip
-    kw = dict(methods=["caa", "prompt"], layers=[1], multipliers=(-1, 0, 1),
+    kw = dict(methods=["caa", "prompt", "pca"], layers=[1], multipliers=(-4, -1, 0, 1, 4),
               pairs=[("caa", "prompt")], max_new_tokens=3, folder=tmp_path, progress=False,
               budget=sl.CoherenceBudget(perplexity=float("inf"), distinct2=0.0))  # fmt: skip
     c = sl.compare_methods(model, [b], search=0.25, **kw)
     rows = c.searched.set_index("method")
     assert rows.loc["prompt", "why"] == "prompting has no multiplier"
-    assert rows.loc["caa", "visited"] >= 2 and rows.loc["caa", "why"] != "no kept vector"
+    assert "pca" not in rows.index  # in no compared pair: its grid points are not refined
+    assert rows.loc["caa", "visited"] >= 1 and rows.loc["caa", "why"] != "no kept vector"
     caa = c.items[(c.items["method"] == "caa") & (c.items["metric"] == "open_ended")]
-    off_grid = sorted({abs(m) for m in caa["multiplier"]} - {0.0, 1.0})
+    off_grid = sorted({abs(m) for m in caa["multiplier"]} - {0.0, 1.0, 4.0})
     assert len(off_grid) == rows.loc["caa", "visited"]
+    assert max(caa["multiplier"].abs()) == 4.0  # nothing past the grid's largest multiplier
+    assert set(c.items.loc[c.items["method"] == "pca", "multiplier"].abs()) == {0.0, 1.0, 4.0}
     for m in off_grid:  # every question answered at +m and -m
         for s in (m, -m):
             assert sorted(caa.loc[caa["multiplier"] == s, "item"]) == [0, 1, 2, 3]
@@ -162,4 +166,4 @@ def test_compare_methods_searches_each_kept_vector_and_reads_it_back(tmp_path):
     answers.write_text(json.dumps({k: v for k, v in saved.items() if k != "vector"}))
     legacy = sl.compare_methods(model, [b], search=0.25, **kw)
     assert legacy.searched.set_index("method").loc["caa", "why"] == "no kept vector"
-    assert set(legacy.items["multiplier"].abs()) == {0.0, 1.0}
+    assert set(legacy.items["multiplier"].abs()) == {0.0, 1.0, 4.0}

@@ -110,6 +110,26 @@ def stale_metrics(paths: Mapping[str, Path], vector: Path, *, rebuilt: bool = Fa
     return out
 
 
+def forget_other_vectors(folder: Path, vector: Path) -> list[Path]:
+    """Delete every score file in a cell's ``folder`` that did not come from ``vector`` (it
+    records another vector's hash, or none: written before vectors were kept), whichever metric
+    it holds: after a rebuild, a metric not asked for this time must not be read later beside a
+    vector that did not make it. Judge scores are kept (they record the answers they scored).
+
+    Returns:
+        The files deleted.
+    """
+    current = file_hash(vector)
+    gone = []
+    for path in sorted(folder.glob("*.json")):
+        if path.name == "train.json" or path.name.startswith("judged-"):
+            continue
+        if recorded_vector(path) != current:
+            path.unlink()
+            gone.append(path)
+    return gone
+
+
 def write_json(path: Path, payload: Any) -> None:
     text = json.dumps(payload)
 

@@ -68,6 +68,7 @@ from steerlens.evaluation.scoring import DEFAULT_MULTIPLIERS
 from steerlens.experiments.cache import (
     cell_folder,
     file_hash,
+    forget_other_vectors,
     metric_file,
     read_cells,
     stale_metrics,
@@ -243,6 +244,8 @@ def run_cell(
             vector, _ = _cell_vector(model, folder, cell, behaviour, method, methods, config,
                                      Path(root))  # fmt: skip
             made_by = file_hash(folder / "vector.safetensors")
+            if rebuilt:  # no other vector's scores stay beside this one, asked for or not
+                forget_other_vectors(folder, folder / "vector.safetensors")
             missing = stale_metrics(paths, folder / "vector.safetensors", rebuilt=rebuilt)
         for metric in missing:
             path = paths[metric]

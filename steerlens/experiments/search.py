@@ -262,13 +262,15 @@ def search_cells(
     budget: CoherenceBudget,
     split_seed: int = SEED,
     resolution: float = 0.05,
+    largest: float = 64.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The engine's cells searched (:func:`search_points`): for each cell of ``answers`` (the
     engine's open-ended items) whose answers were made by the vector its folder keeps, each
     half's budget edge is searched, answers at the multipliers the search visits are generated
     once and cached in the cell's folder; a visited multiplier already on the grid is read
     from the grid. A cell whose answers record no kept vector (made before vectors were kept,
-    or by prompting) is not searched, and the table says why.
+    or by prompting) is not searched, and the table says why. No search goes past ``largest``
+    (:func:`~steerlens.experiments.compare.compare_methods` passes the grid's largest multiplier).
 
     Returns:
         ``(rows, table)``: the answers at visited multipliers off the grid, in the engine's
@@ -293,7 +295,8 @@ def search_cells(
                                folder=folder, max_new_tokens=settings[dataset].max_new_tokens,
                                positions=settings[dataset].positions)  # fmt: skip
         found = search_points(_grid_first(on_grid, fresh), len(b.questions), budget=budget,
-                              split_seed=split_seed, resolution=resolution)  # fmt: skip
+                              split_seed=split_seed, resolution=resolution,
+                              largest=largest)  # fmt: skip
         visited = sorted({x for s in found.searches for x, _ in s.visited} - set(on_grid))
         first = cell_rows.iloc[0]
         for x in visited:
