@@ -60,3 +60,23 @@ def test_unlabelled_multipliers_are_said():
                       "m_b2": [1.0]})  # fmt: skip
     row = crossfit_reader_verdicts(items, labels, v).iloc[0]
     assert "too few" in row["note"]
+
+
+def test_labels_of_answers_that_changed_are_not_used():
+    """Labels join answers by (behaviour, method, item, multiplier); where a cell made again
+    holds another text there, that label is not lent to the new answer."""
+    items, labels = tables({"a": 0.3, "b": 0.1})
+    items = items.assign(text=[f"answer {i}" for i in range(len(items))])
+    labels = labels.assign(answer=items["text"])
+    v = pd.DataFrame({"dataset": ["d"], "a": ["a"], "b": ["b"], "m_a": [1.0], "m_b": [0.5]})
+    assert reader_verdicts(items, labels, v).iloc[0]["questions"] == N
+    changed = (items["method"] == "a") & (items["item"] < 3) & (items["multiplier"] == 1.0)
+    items.loc[changed, "text"] = "a new answer from a rebuilt vector"
+    row = reader_verdicts(items, labels, v).iloc[0]
+    assert row["questions"] == N - 3  # the judge and the readers both lose those questions
+    want = np.mean([(0.6 + 0.02 * q) - (0.1 + 0.01 * q) for q in range(3, N)])
+    assert row["readers"] == pytest.approx(want) and row["judge"] == pytest.approx(want)
+    cf = pd.DataFrame({"dataset": ["d"], "a": ["a"], "b": ["b"], "m_a": ["1 / 1"],
+                       "m_b": ["0.5 / 0.5"], "m_a1": [1.0], "m_a2": [1.0], "m_b1": [0.5],
+                       "m_b2": [0.5]})  # fmt: skip
+    assert crossfit_reader_verdicts(items, labels, cf).iloc[0]["questions"] == N - 3

@@ -30,6 +30,30 @@ from steerlens.core.intervals import SEED, paired_difference
 from steerlens.experiments.verdicts import split_questions
 
 
+def same_answers(items: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The labels whose ``answer`` is the text the items hold at the same (``behaviour`` =
+    ``dataset``, ``method``, ``item``, ``multiplier``): labels are joined to answers by that
+    key, so a cell made again whose answers changed would otherwise lend its old answers'
+    labels to new texts. Without ``text`` in the items or ``answer`` in the labels: the labels
+    as they are.
+
+    Examples:
+        >>> items = pd.DataFrame({"dataset": ["d", "d"], "method": ["a", "a"], "item": [0, 1],
+        ...                       "multiplier": [1.0, 1.0], "text": ["yes", "no"]})
+        >>> labels = items.rename(columns={"dataset": "behaviour", "text": "answer"})
+        >>> len(same_answers(items, labels.assign(answer=["yes", "changed"])))
+        1
+    """
+    if "text" not in items or "answer" not in labels:
+        return labels
+    key = ["behaviour", "method", "item", "multiplier"]
+    texts = items[["dataset", *key[1:], "text"]].rename(columns={"dataset": "behaviour"})
+    texts = texts.drop_duplicates(key)
+    joined = labels.merge(texts, on=key, how="left")
+    keep = (joined["answer"] == joined["text"]).to_numpy()
+    return labels[keep]
+
+
 def _ranges(table: pd.DataFrame, method: str, m: float, value: str) -> pd.Series:
     """Per labelled question (``item``): ``value`` at +m minus at -m for ``method``."""
     sel = table[table["method"] == method]
@@ -44,7 +68,8 @@ def reader_verdicts(
     """Each verdict's comparison (``a`` at ``m_a`` minus ``b`` at ``m_b``) on the labelled
     questions, by the judge (``items``' ``behaviour`` scores) and by the readers (``labels``'
     ``stance`` / 2), with intervals and verdicts; ``agree`` says whether the two verdicts are
-    the same. A comparison whose multipliers the readers did not label says so.
+    the same. A comparison whose multipliers the readers did not label says so. Only labels
+    of the very texts judged are used (:func:`same_answers`).
 
     Args:
         items: judged open-ended answers (``dataset``, ``method``, ``item``, ``multiplier``,
@@ -54,6 +79,7 @@ def reader_verdicts(
         verdicts: rows with ``dataset``, ``a``, ``b``, ``m_a``, ``m_b``.
     """
     rows = []
+    labels = same_answers(items, labels)
     lab = labels.assign(readers=labels["stance"] / 2)
     for v in verdicts.itertuples(index=False):
         row = _head(v)
@@ -115,8 +141,9 @@ def crossfit_reader_verdicts(
     """:func:`reader_verdicts` for cross-fitted verdicts
     (:func:`~steerlens.experiments.crossfit.cross_fitted_verdicts`): each labelled question is
     read at the multiplier chosen on the half it is not in (``m_a1`` / ``m_a2``, ``m_b1`` /
-    ``m_b2``), by the judge and by the readers."""
+    ``m_b2``), by the judge and by the readers (labels of the very texts judged only)."""
     rows = []
+    labels = same_answers(items, labels)
     lab = labels.assign(readers=labels["stance"] / 2)
     for v in verdicts.itertuples(index=False):
         row = _head(v)
@@ -134,4 +161,4 @@ def crossfit_reader_verdicts(
     return pd.DataFrame.from_records(rows)
 
 
-__all__ = ["crossfit_reader_verdicts", "reader_verdicts"]
+__all__ = ["crossfit_reader_verdicts", "reader_verdicts", "same_answers"]
