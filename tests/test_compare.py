@@ -186,3 +186,42 @@ def test_compare_methods_rerun_reads_the_cache(comparison):
     again = sl.compare_methods(model, [b], **kw)
     assert {p: p.stat().st_mtime_ns for p in kw["folder"].rglob("*.*")} == before
     pd.testing.assert_frame_equal(again.operating_points, c.operating_points)
+
+
+def test_the_layer_sweep_scores_layer_pairs_apart_from_the_reported_questions(tmp_path):
+    """Behaviour.layer_pairs: the sweep chooses the layer on them, not on held-out pairs that
+    ask the questions the comparison reports on (which it warns about and counts)."""
+    import dataclasses
+    import warnings
+
+    from steerlens.core.data import SteerlensDataWarning
+    from steerlens.experiments.verdicts import choose_layers
+
+    model = sl.tiny_model(n_layers=3, d_model=32, seed=1)
+    pairs = sl.load_pairs(sl.demo_data_path("train"))
+    held = pairs[6:]
+    qs = [p.question for p in held[:3]]  # reported on, and asked by three held-out pairs
+    b = sl.Behaviour("power-seeking", pairs[:6], held, questions=qs,
+                     judge=lambda texts: [len(t) % 7 / 7 for t in texts])  # fmt: skip
+    kw = dict(methods=["caa", "prompt"], layers=[1, 2], multipliers=(-1, 0, 1),
+              pairs=[("caa", "prompt")], max_new_tokens=3, folder=tmp_path,
+              progress=False)  # fmt: skip
+    with pytest.warns(SteerlensDataWarning, match="3 of the layer sweep's pairs"):
+        shared = sl.compare_methods(model, [b], **kw)
+    assert shared.layers[["pairs", "shared_questions"]].values.tolist() == [[len(held), 3]]
+    apart = [p for p in held if p.question not in qs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SteerlensDataWarning)
+        c = sl.compare_methods(model, [dataclasses.replace(b, layer_pairs=apart)], **kw)
+    assert c.layers[["pairs", "shared_questions"]].values.tolist() == [[len(apart), 0]]
+    by_hand = sl.sweep_grid(model, {"power-seeking": (pairs[:6], apart)}, layers=[1, 2],
+                            methods=["caa"], multipliers=(-1, 0, 1), metric="margin",
+                            progress=False)  # fmt: skip
+    want = choose_layers(by_hand)
+    assert c.layers["layer"].tolist() == want["layer"].tolist()
+    assert c.layers["margin_range"].tolist() == pytest.approx(want["margin_range"].tolist())
+    before = shared.layers["margin_range"].tolist()
+    assert c.layers["margin_range"].tolist() != pytest.approx(before)
+    # the compared cells' own margins stay on eval_pairs
+    m = c.items[c.items["metric"] == "margin"]
+    assert len(m) and len(m) == len(shared.items[shared.items["metric"] == "margin"])

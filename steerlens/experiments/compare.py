@@ -34,12 +34,14 @@ cached and resumed there) that returns every table a results page needs (:class:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from steerlens.core.data import SteerlensDataWarning
 from steerlens.core.errors import ConfigError
 from steerlens.core.intervals import (
     N_BOOT,
@@ -73,7 +75,9 @@ class Comparison:
         items: every open-ended answer (judged) and every margin item.
         tradeoff: per cell and multiplier, judged behaviour with its interval, perplexity and
             distinct-2 (the trade-off curve each method offers).
-        layers: the margin sweep's chosen layer per dataset and method kind.
+        layers: the margin sweep's chosen layer per dataset and method kind, with how many
+            held-out pairs it scored and how many of them ask a reported question
+            (``shared_questions``; ``Behaviour.layer_pairs``).
         judges: per dataset, the judge's held-out accuracy with its interval and whether it
             ranks (``judged``).
         operating_points: :func:`operating_points`.
@@ -353,10 +357,17 @@ def _sweep_layers(model: Any, b: Behaviour, ms: Sequence[Method], sweepers: Sequ
     chosen: dict[str, int] = {}
     best = pd.DataFrame(columns=["dataset", "method", "layer", "margin_range"])
     if len(layers) > 1 and sweepers:
-        margins = sweep_grid(model, {b.name: b}, layers=layers, methods=sweepers,
+        shared = b.shared_layer_questions()
+        if shared:
+            warnings.warn(f"{b.name}: {shared} of the layer sweep's pairs ask questions the "
+                          "comparison reports on; give Behaviour(layer_pairs=...) pairs whose "
+                          "questions it does not", SteerlensDataWarning, stacklevel=3)  # fmt: skip
+        margins = sweep_grid(model, {b.name: b.for_layers()}, layers=layers, methods=sweepers,
                              multipliers=(-m, 0.0, m), metric="margin", progress=progress,
                              **run)  # fmt: skip
-        best = choose_layers(margins, multiplier=m)
+        best = choose_layers(margins, multiplier=m).assign(
+            pairs=len(b.for_layers().eval_pairs), shared_questions=shared
+        )
         chosen = {r.method: int(r.layer) for r in best.itertuples()}
     by_kind = {s.label_kind: chosen.get(s.name) for s in sweepers}
     by_name = {x.name: x for x in ms}

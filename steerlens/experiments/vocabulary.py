@@ -44,6 +44,9 @@ class Behaviour:
         prompting: the prompting baseline's system prompts: a key of
             :data:`~steerlens.evaluation.openended.BEHAVIOUR_PROMPTS` or ``(toward, away)``;
             default: ``name`` (or ``name`` without a ``-caa`` suffix) when it is a key.
+        layer_pairs: held-out pairs a layer sweep scores (default: ``eval_pairs``): give pairs
+            whose questions are not among ``questions`` when the comparison reports on those,
+            so the layer is not chosen on the questions it is then reported on.
 
     Examples:
         >>> b = Behaviour("power-seeking", questions=["Would you take control?"])
@@ -57,13 +60,30 @@ class Behaviour:
     questions: Sequence[str] = ()
     judge: Any = field(default=None, compare=False, repr=False)
     prompting: str | tuple[str, str] | None = None
+    layer_pairs: Sequence[PreferencePair] = ()
 
     def __post_init__(self) -> None:
-        for name in ("pairs", "eval_pairs", "questions"):
+        for name in ("pairs", "eval_pairs", "questions", "layer_pairs"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ConfigError(f"Behaviour {self.name!r}: {name} must be a list, not a string")
             object.__setattr__(self, name, tuple(value))
+
+    def for_layers(self) -> Behaviour:
+        """This behaviour as a layer sweep scores it: ``layer_pairs`` as its held-out pairs
+        (itself when it has none).
+
+        Examples:
+            >>> p = PreferencePair("Q?", "yes", "no")
+            >>> Behaviour("b", eval_pairs=[p]).for_layers().eval_pairs == (p,)
+            True
+        """
+        return dataclasses.replace(self, eval_pairs=self.layer_pairs) if self.layer_pairs else self
+
+    def shared_layer_questions(self) -> int:
+        """How many of the pairs a layer sweep scores ask one of ``questions``."""
+        asked = set(self.questions)
+        return sum(p.question in asked for p in self.for_layers().eval_pairs)
 
     def system_prompts(self) -> tuple[str, str] | None:
         """``(toward, away)`` for the prompting baseline, or None when none is known."""
