@@ -293,8 +293,7 @@ def other_budgets(kind: str) -> str:
 def overlap(bs) -> dict[str, tuple[int, int]]:
     """Per behaviour: how many of the layer sweep's held-out pairs ask a question the page
     reports on, and how many pairs there are."""
-    return {n: (sum(p.question in set(b.questions) for p in b.eval_pairs), len(b.eval_pairs))
-            for n, b in bs.items()}  # fmt: skip
+    return {n: (b.shared_layer_questions(), len(b.for_layers().eval_pairs)) for n, b in bs.items()}
 
 
 def overlap_text(o: dict) -> str:
@@ -326,6 +325,7 @@ def render(c: sl.Comparison, out: Path, meta: dict) -> None:
         "crossfit_verdicts",
         "crossfit_readers",
         "reliability",
+        "searched",
     ):
         getattr(c, f).to_csv(out / "data" / f"results_{f}.csv", index=False)
     xcol = "repetition" if meta["budget"] == "repetition" else "perplexity"
