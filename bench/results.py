@@ -125,6 +125,10 @@ def budget_text(b) -> str:
         parts.append(f"distinct-2 at least {b['distinct2']:g}x theirs")
     if b.get("repetition") is not None:
         parts.append(f"mean per-answer repetition at most {b['repetition']:g} above theirs")
+    if b.get("contiguous") is False:
+        parts.append("any multiplier inside counts, also above one that broke it")
+    elif "contiguous" in b:
+        parts.append("at the point and every smaller multiplier")
     return "; ".join(parts)
 
 
@@ -249,6 +253,7 @@ def sensitivity(c: sl.Comparison, kind: str, ref: str) -> pd.DataFrame:
     rows = []
     steps = [("tighter", kind, SENSITIVITY[kind]["tighter"]), ("as chosen", kind, {}),
              ("looser", kind, SENSITIVITY[kind]["looser"])]  # fmt: skip
+    steps += [("not contiguous", kind, {"contiguous": False})]
     steps += [(f"another measure ({k})", k, {}) for k in BUDGETS if k != kind]
     for name, k, change in steps:
         b = replace(BUDGETS[k], **change)
@@ -419,7 +424,10 @@ answers at a mean per-answer repetition of 0.01 and broken ones at 0.49, so a ri
 allows roughly one answer in five to turn into a loop. The "another measure" rows swap in the
 page's other budget ({other_budgets(meta["budget"])}); perplexity is not supported by the readers'
 fluency labels (rank correlation 0.09) but also catches answers that drift off the question
-without looping. Unadjusted verdicts:
+without looping. The budget holds at the point and at every smaller multiplier (a multiplier
+above one that broke it does not count again: answers can stop looping at a larger multiplier
+because they stop following the question, which repetition does not see); the "not contiguous" row lets
+any multiplier inside count, the rule of the page before the search. Unadjusted verdicts:
 
 {t["sensitivity"]}
 

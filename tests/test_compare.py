@@ -44,6 +44,20 @@ def test_budget_defaults_and_edges():
     assert not b.allows(ppl=math.nan, ppl0=2.0, d2=0.9, d20=1.0)
 
 
+def test_a_multiplier_above_one_that_broke_the_budget_is_not_a_point():
+    """Answers loop at +-2 but not at +-3 (broken in another way the budget does not see): with
+    the default contiguous budget the point stays at 1; contiguous=False lets 3 count."""
+    items = synthetic(loop=(-2.0, 2.0))
+    budget = CoherenceBudget(perplexity=10.0, distinct2=0.0, repetition=0.1)
+    assert budget.contiguous
+    assert operating_points(items, budget=budget)["multiplier"].tolist() == [1.0]
+    anywhere = CoherenceBudget(perplexity=10.0, distinct2=0.0, repetition=0.1, contiguous=False)
+    assert operating_points(items, budget=anywhere)["multiplier"].tolist() == [3.0]
+    assert budget.usable([True, True, False, True]) == [True, True, False, False]
+    assert anywhere.usable([True, True, False, True]) == [True, True, False, True]
+    assert budget.usable([False, True]) == [False, False]
+
+
 def test_a_looping_answer_fails_the_budget_with_repetition():
     """One looping answer among fluent ones: pooled distinct-2 hardly moves and perplexity
     rewards the loop, so the old budget lets it through; per-answer repetition stops it."""
@@ -177,7 +191,12 @@ def test_compare_methods_tables(comparison):
     # every operating point within the (loose) budget, reported on 4 held-out questions
     assert (c.operating_points["n_report"] == 4).all()
     assert {"behaviour_low", "behaviour_high", "perplexity", "distinct2"} <= set(c.tradeoff)
-    assert c.settings["budget"] == {"perplexity": 100, "distinct2": 0.0, "repetition": None}
+    assert c.settings["budget"] == {
+        "perplexity": 100,
+        "distinct2": 0.0,
+        "repetition": None,
+        "contiguous": True,
+    }
 
 
 def test_compare_methods_rerun_reads_the_cache(comparison):

@@ -58,6 +58,20 @@ def test_choose_takes_the_largest_in_budget_multiplier():
     assert c.choose(np.arange(30), CoherenceBudget()) == 0.5
 
 
+def test_choose_stops_at_the_first_multiplier_that_breaks_the_budget():
+    """Loops at |m| = 1 only: 2 is inside again, but a contiguous budget never reaches it."""
+    items = cell(0.2, edge=5.0)
+    ones = items["multiplier"].abs() == 1.0
+    items.loc[ones, "text"] = " ".join(["again", "and"] * 6)
+    c = CellAnswers.from_items(items)
+    budget = CoherenceBudget(perplexity=1.5, repetition=0.1)
+    idx = np.arange(60)
+    assert not c.inside(1.0, idx, budget) and c.inside(2.0, idx, budget)
+    assert c.choose(idx, budget) == 0.5
+    anywhere = CoherenceBudget(perplexity=1.5, repetition=0.1, contiguous=False)
+    assert c.choose(idx, anywhere) == 2.0
+
+
 def test_a_negative_range_has_no_operating_point():
     c = CellAnswers.from_items(cell(-0.1))
     assert c.choose(np.arange(60), CoherenceBudget()) is None

@@ -11,7 +11,8 @@ cached and resumed there) that returns every table a results page needs (:class:
    of its grid (prompting: the away / default / toward system prompts at -1, 0, +1). The
    questions are split in two halves by a seeded permutation. On the first half, the
    multiplier ``m`` with the largest judged range (behaviour at ``+m`` minus at ``-m``) whose
-   answers at both ``+m`` and ``-m`` stay within the :class:`CoherenceBudget` is chosen; its
+   answers at both ``+m`` and ``-m`` stay within the :class:`CoherenceBudget` (as do those
+   of every smaller multiplier: ``CoherenceBudget.contiguous``) is chosen; its
    range, with a 95% paired bootstrap interval over questions, is reported on the second
    half. This is AxBench's protocol (Wu et al., 2025, sec. 4: the steering factor is chosen
    on half of the instructions and evaluated on the other half), with an explicit coherence

@@ -120,8 +120,9 @@ class CellAnswers:
 
     def best(self, idx: np.ndarray, budget: CoherenceBudget) -> tuple[float, float] | None:
         """``(mean range, multiplier)`` of the in-budget multiplier with the largest mean range
-        on questions ``idx`` (ties: the smaller multiplier); None when none is within budget
-        or the answers are not judged."""
+        on questions ``idx`` (ties: the smaller multiplier; with a ``contiguous`` budget only
+        multipliers below the first that breaks it); None when none is within budget or the
+        answers are not judged."""
         if not np.isfinite(self.score).all():
             return None
         best: tuple[float, float] | None = None
@@ -130,6 +131,8 @@ class CellAnswers:
                 r = float(self.ranges(m)[idx].mean())
                 if best is None or r > best[0]:
                     best = (r, m)
+            elif budget.contiguous:
+                break
         return best
 
     def choose(self, idx: np.ndarray, budget: CoherenceBudget) -> float | None:

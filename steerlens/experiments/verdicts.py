@@ -51,15 +51,37 @@ class CoherenceBudget:
             a *low* perplexity and passes the first test; repetition is what distinct-2 sees
             (Li et al., 2016). The prompting baseline's answers keep 0.74-0.98x of it, so 0.8
             sits at the low end of what rewording alone does.
+        repetition: the answers' mean per-answer repetition may rise at most this much above
+            the unsteered answers' (None: not tested).
+        contiguous: a multiplier counts only when every smaller multiplier of the cell is
+            within the budget too, so the budget holds *up to* the point: a measure that broken
+            answers slip past at a larger multiplier (text that no longer loops but is no longer
+            about the question) does not reopen the range above a multiplier that broke it.
+            This is the edge a search (:mod:`steerlens.experiments.search`) brackets and
+            bisects. False: any multiplier within the budget counts.
 
     Examples:
         >>> CoherenceBudget().allows(ppl=3.0, ppl0=2.5, d2=0.85, d20=0.9)
         True
+        >>> CoherenceBudget().usable([True, False, True]), CoherenceBudget(
+        ...     contiguous=False).usable([True, False, True])
+        ([True, False, False], [True, False, True])
     """
 
     perplexity: float = 1.25
     distinct2: float = 0.8
     repetition: float | None = field(default=None, kw_only=True)
+    contiguous: bool = field(default=True, kw_only=True)
+
+    def usable(self, inside: Sequence[bool]) -> list[bool]:
+        """Which multipliers (``inside``: each one's budget test, smallest multiplier first)
+        may be an operating point: all those inside, or with ``contiguous`` those before the
+        first that is not."""
+        out, broken = [], False
+        for ok in inside:
+            broken = broken or (self.contiguous and not ok)
+            out.append(bool(ok) and not broken)
+        return out
 
     def allows(self, *, ppl: float, ppl0: float, d2: float, d20: float, rep: float = 0.0,
                rep0: float = 0.0) -> bool:  # fmt: skip
@@ -137,12 +159,12 @@ def operating_points(
         mults = sorted(float(m) for m in grp["multiplier"].unique() if m > 0 and -m in
                        set(grp["multiplier"]))  # fmt: skip
         row: dict[str, Any] = dict(zip(CELL, key, strict=True))
-        ok: list[tuple[float, float]] = []
         a = halves["choose"]
         base = a[a["multiplier"] == 0]
-        for m in mults:
-            if all(budget.allows_answers(a[a["multiplier"] == s * m], base) for s in (1, -1)):
-                ok.append((float(question_ranges(a, m).mean()), m))
+        inside = [all(budget.allows_answers(a[a["multiplier"] == s * m], base) for s in (1, -1))
+                  for m in mults]  # fmt: skip
+        ok = [(float(question_ranges(a, m).mean()), m)
+              for m, use in zip(mults, budget.usable(inside), strict=True) if use]  # fmt: skip
         if not np.isfinite(grp["behaviour"].to_numpy(dtype=float)).all():
             ok = []  # not judged (no judge): no operating point
         row["candidates"] = ",".join(f"{m:g}" for _, m in ok)
