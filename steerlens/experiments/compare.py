@@ -223,12 +223,8 @@ def compare_methods(
             condition-mean correlation with ``labels``) a judge is "not judged".
         labels: readers' labels (:func:`~steerlens.evaluation.agreement.load_labels`): the
             judges' agreement with them and :attr:`Comparison.readers`.
-        search: a resolution (0.05): the budget edge of each cell that enters a comparison
-            in ``pairs`` is also searched on each half
-            (:func:`~steerlens.experiments.search.search_cells`), between the grid's points and
-            never past its largest multiplier (the range planned: beyond it nothing was
-            labelled or checked, and a budget that never binds would search far out); None:
-            the grid alone.
+        search: a resolution (0.05): each compared cell's budget edge is also searched per
+            half, up to the grid's top (:func:`~steerlens.experiments.search.search_cells`).
         folder: the cell cache (``executor``: where cells run, None in-process; see
             :func:`~steerlens.experiments.grid.sweep_grid`).
 
@@ -251,9 +247,8 @@ def compare_methods(
     items, layer_rows, recipes = _run(model, behaviours, methods, layer_methods, layers,
                                       layer_multiplier, multipliers, max_new_tokens,
                                       run)  # fmt: skip
-    compared = {name for pair in pairs for name in pair}
     items, searched = _searched(model, behaviours, methods, items, budget, split_seed, search,
-                                run, multipliers, max_new_tokens, compared)  # fmt: skip
+                                run, multipliers, max_new_tokens, pairs)  # fmt: skip
     oe = items[items["metric"] == "open_ended"]
     judges = _judges(behaviours, min_judge_accuracy, seed, labels, min_judge_agreement)
     judged = dict(zip(judges["dataset"], judges["judged"], strict=True))
@@ -273,12 +268,13 @@ def compare_methods(
 def _searched(model: Any, behaviours: Mapping[str, Behaviour], methods: Any, items: pd.DataFrame,
               budget: CoherenceBudget, split_seed: int, resolution: float | None,
               run: Mapping[str, Any], multipliers: Sequence[float], max_new_tokens: int,
-              compared: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+              pairs: Sequence[tuple[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """The items with the answers of each compared cell's search at the visited multipliers
     added, and the search's table (:func:`~steerlens.experiments.search.search_cells`);
     ``resolution`` None: the items as they are, no table."""
     if resolution is None:
         return items, pd.DataFrame()
+    compared = {name for pair in pairs for name in pair}
     oe = items[(items["metric"] == "open_ended") & items["method"].isin(compared)]
     settings = scoring_settings(behaviours, metric="open_ended", multipliers=multipliers,
                                 positions="all", max_new_tokens=max_new_tokens)  # fmt: skip

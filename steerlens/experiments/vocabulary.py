@@ -60,7 +60,7 @@ class Behaviour:
     questions: Sequence[str] = ()
     judge: Any = field(default=None, compare=False, repr=False)
     prompting: str | tuple[str, str] | None = None
-    layer_pairs: Sequence[PreferencePair] = ()
+    layer_pairs: Sequence[PreferencePair] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         for name in ("pairs", "eval_pairs", "questions", "layer_pairs"):
