@@ -295,10 +295,11 @@ def other_budgets(kind: str) -> str:
     return "; ".join(f"{k}: {budget_text(vars(b))}" for k, b in BUDGETS.items() if k != kind)
 
 
-def overlap(bs) -> dict[str, tuple[int, int]]:
+def overlap(c: sl.Comparison) -> dict[str, tuple[int, int]]:
     """Per behaviour: how many of the layer sweep's held-out pairs ask a question the page
-    reports on, and how many pairs there are."""
-    return {n: (b.shared_layer_questions(), len(b.for_layers().eval_pairs)) for n, b in bs.items()}
+    reports on, and how many pairs there are (as the sweep recorded them in ``c.layers``)."""
+    first = c.layers.drop_duplicates("dataset")
+    return {r.dataset: (int(r.shared_questions), int(r.pairs)) for r in first.itertuples()}
 
 
 def overlap_text(o: dict) -> str:
@@ -385,7 +386,7 @@ resample; the cells' own costs are at the end).
 
 {t["answer"]}
 
-{grid_top_text(c, ref, meta.get("labelled", 1.0))}
+{grid_top_text(c, ref, meta["labelled"])}
 
 "judge": the correlation of the judge's 11 condition means with the readers' on labelled answers of
 these cells (`docs/judges.md`); under {s.get("min_judge_agreement", 0.9)} (fixed before measuring)
@@ -559,7 +560,7 @@ def main() -> None:
     meta = {"commit": git_rev(), "machine": machine(), "quick": args.quick,
             "budget": args.budget, "readers": args.readers, "search": args.search,
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
-    meta["overlap"] = overlap(bs)
+    meta["overlap"] = overlap(c)
     meta["labelled"] = args.labelled if args.labelled is not None else 1.0
     render(c, Path(args.out), meta)
     print(meta)

@@ -93,11 +93,12 @@ def made_by_kept_vector(path: Path, vector: Path) -> bool:
     return recorded is not None and recorded == file_hash(vector)
 
 
-def stale_metrics(paths: Mapping[str, Path], vector: Path, *, rebuilt: bool = False) -> list[str]:
+def stale_metrics(paths: Mapping[str, Path], vector: Path) -> list[str]:
     """The metrics whose file is missing or came from another vector than ``vector`` (the
     cell's ``vector.safetensors``): a file records its vector's :func:`file_hash`, so a deleted
     or rebuilt vector never keeps another vector's answers. Files written before vectors were
-    kept record none: they are read as they are, unless the vector was just ``rebuilt``."""
+    kept record none: they are read as they are (a rebuilt vector deletes them first:
+    :func:`forget_other_vectors`)."""
     current = file_hash(vector)
     out = []
     for metric, path in paths.items():
@@ -105,7 +106,7 @@ def stale_metrics(paths: Mapping[str, Path], vector: Path, *, rebuilt: bool = Fa
             out.append(metric)
             continue
         recorded = recorded_vector(path)
-        if (recorded is not None or rebuilt) and recorded != current:
+        if recorded is not None and recorded != current:
             out.append(metric)
     return out
 

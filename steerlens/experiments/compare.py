@@ -354,16 +354,16 @@ def _sweep_layers(model: Any, b: Behaviour, ms: Sequence[Method], sweepers: Sequ
     chosen: dict[str, int] = {}
     best = pd.DataFrame(columns=["dataset", "method", "layer", "margin_range"])
     if len(layers) > 1 and sweepers:
-        shared = b.shared_layer_questions()
+        shared, scored = b.shared_layer_questions(), b.for_layers()
         if shared:
             warnings.warn(f"{b.name}: {shared} of the layer sweep's pairs ask questions the "
                           "comparison reports on; give Behaviour(layer_pairs=...) pairs whose "
                           "questions it does not", SteerlensDataWarning, stacklevel=3)  # fmt: skip
-        margins = sweep_grid(model, {b.name: b.for_layers()}, layers=layers, methods=sweepers,
+        margins = sweep_grid(model, {b.name: scored}, layers=layers, methods=sweepers,
                              multipliers=(-m, 0.0, m), metric="margin", progress=progress,
                              **run)  # fmt: skip
         best = choose_layers(margins, multiplier=m).assign(
-            pairs=len(b.for_layers().eval_pairs), shared_questions=shared
+            pairs=len(scored.eval_pairs), shared_questions=shared
         )
         chosen = {r.method: int(r.layer) for r in best.itertuples()}
     by_kind = {s.label_kind: chosen.get(s.name) for s in sweepers}

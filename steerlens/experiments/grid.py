@@ -246,7 +246,7 @@ def run_cell(
             made_by = file_hash(folder / "vector.safetensors")
             if rebuilt:  # no other vector's scores stay beside this one, asked for or not
                 forget_other_vectors(folder, folder / "vector.safetensors")
-            missing = stale_metrics(paths, folder / "vector.safetensors", rebuilt=rebuilt)
+            missing = stale_metrics(paths, folder / "vector.safetensors")
         for metric in missing:
             path = paths[metric]
             t0 = time.perf_counter()
