@@ -56,10 +56,14 @@ SENSITIVITY = {
 def behaviour(d: Path, name: str, n_questions: int, n_held: int, judge: bool) -> sl.Behaviour:
     data = sl.load_behaviour(name, d)
     pairs, held, qs = data.pairs, data.test, data.questions
+    layer = ()  # the layer sweep's pairs: none of them asks a reported question
     if data.family == "caa":  # held-out pairs for the layer sweep: the last 64 training items
         pairs, held = data.pairs[:-64][:640], data.pairs[-64:]
+    else:  # BiPO's test pairs ask the open-ended questions: the sweep takes those that do not
+        asked = set(qs[:n_questions])
+        layer = tuple(p for p in held if p.question not in asked)[:n_held]
     j = sl.BehaviourJudge.fit(pairs, context=name in CONTEXT_JUDGE) if judge else None
-    return sl.Behaviour(name, pairs[:640], held[:n_held], qs[:n_questions], j)
+    return sl.Behaviour(name, pairs[:640], held[:n_held], qs[:n_questions], j, layer_pairs=layer)
 
 
 def methods(name: str, quick: bool, n: int = 640) -> tuple[list[sl.Method], list[sl.Method]]:
@@ -113,7 +117,7 @@ def compare(model, d, bs, args) -> sl.Comparison:
         multipliers=args.multipliers, pairs=[(ref, o) for o in others if o != ref],
         equal_norm=(1.0, [(ref, f"caa@{ref}")]), max_new_tokens=args.tokens, folder=args.cache,
         budget=BUDGETS[args.budget], labels=labels,
-        search=0.05 if args.search and not args.cells else None,
+        search=0.05 if args.search else None,
     )  # fmt: skip
 
 
@@ -305,7 +309,9 @@ def overlap(c: sl.Comparison) -> dict[str, tuple[int, int]]:
 def overlap_text(o: dict) -> str:
     shared = {n: x for n, x in o.items() if x[0]}
     if not shared:
-        return "The sweep's held-out pairs ask none of the questions the page reports on."
+        return ("The sweep's held-out pairs ask none of the questions the page reports on: on "
+                "the BiPO datasets they are the test pairs whose questions are not reported (64 "
+                "of them), on the others the last 64 training items.")  # fmt: skip
     names = ", ".join(f"{n} ({k} of {m})" for n, (k, m) in shared.items())
     return (f"**Not yet disjoint:** on {names} the sweep's held-out pairs are the BiPO test split's "
             "first pairs, whose questions are among the questions this page reports on (the "
@@ -534,7 +540,8 @@ def main() -> None:
                     "made again together")  # fmt: skip
     ap.add_argument("--search", action="store_true",
                     help="also search each cell's budget edge to 5%% of m (cells with kept "
-                    "vectors; answers generated at the visited multipliers)")  # fmt: skip
+                    "vectors; answers generated at the visited multipliers); with --cells, the "
+                    "worker's cells are searched under --budget, so the page reads them")  # fmt: skip
     ap.add_argument("--readers", action="store_true",
                     help="gate judges by their agreement with the gold labels and put the "
                     "readers' verdicts beside the judge's")  # fmt: skip
