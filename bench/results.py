@@ -309,9 +309,10 @@ def overlap(c: sl.Comparison) -> dict[str, tuple[int, int]]:
 def overlap_text(o: dict) -> str:
     shared = {n: x for n, x in o.items() if x[0]}
     if not shared:
+        counts = "/".join(sorted({str(m) for _, m in o.values()}))
         return ("The sweep's held-out pairs ask none of the questions the page reports on: on "
-                "the BiPO datasets they are the test pairs whose questions are not reported (64 "
-                "of them), on the others the last 64 training items.")  # fmt: skip
+                "the BiPO datasets they are the test pairs whose questions are not reported, on "
+                f"the others the last training items ({counts} pairs each).")  # fmt: skip
     names = ", ".join(f"{n} ({k} of {m})" for n, (k, m) in shared.items())
     return (f"**Not yet disjoint:** on {names} the sweep's held-out pairs are the BiPO test split's "
             "first pairs, whose questions are among the questions this page reports on (the "
